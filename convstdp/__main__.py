@@ -1,0 +1,5 @@
+import sys
+
+from convstdp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fast backends. Each module imports its library lazily, inside ``create_backend()``."""
