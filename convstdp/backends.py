@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +37,7 @@ __all__ = [
     "get_backend",
     "register_backend",
     "registered_backends",
+    "default_backends",
     "ENV_VAR",
 ]
 
@@ -175,6 +177,56 @@ class Backend:
             w_bound=c("w_bound", w_bound),
         )
 
+    def stdp_step(
+        self,
+        kernel: Any,
+        x: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: StrideLike = 1,
+        padding: PaddingLike = "SAME",
+        A_plus: float,
+        A_minus: float,
+        eta: float = 0.0,
+        pretrace_target: float = 0.0,
+        w_decay: float = 0.0,
+        w_bound: float = 0.0,
+    ) -> tuple[Any, Any, Any, Any]:
+        """One synapse step as the seed runs it (SPEC §8): advance, evolve, backtransmit.
+
+        Returns ``(y, W', dW, dX)``: ``y = deconv2d(x, W)``, ``(W', dW) = stdp_update(W, ...)``,
+        ``dX = deconv2d_dx(W', post_spike)`` (the seed back-transmits through the updated
+        filters). An implementation may provide a fused ``stdp_step`` with the normalised
+        arguments; otherwise the three operators are composed.
+        """
+        arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
+        x = _array(x)
+        g = geometry.check_stdp_update(*arrays, stride, padding)
+        if tuple(x.shape) != g.x_shape:
+            raise ValueError(f"x has shape {tuple(x.shape)} but pre_spike has {g.x_shape}; both are (N, H, W, Ci)")
+        geometry.check_deconv2d(x, arrays[0], stride, padding)  # x's dtype
+        c = geometry.check_scalar
+        params = dict(
+            stride=g.stride,
+            padding=g.pads,
+            A_plus=c("A_plus", A_plus),
+            A_minus=c("A_minus", A_minus),
+            eta=c("eta", eta),
+            pretrace_target=c("pretrace_target", pretrace_target),
+            w_decay=c("w_decay", w_decay),
+            w_bound=c("w_bound", w_bound),
+        )
+        fused = getattr(self.impl, "stdp_step", None)
+        if callable(fused):
+            return fused(arrays[0], x, *arrays[1:], **params)
+        y = self.impl.deconv2d(x, arrays[0], stride=g.stride, padding=g.pads)
+        w_new, dw = self.impl.stdp_update(*arrays, **params)
+        dx = self.impl.deconv2d_dx(w_new, arrays[3], stride=g.stride, padding=g.pads, input_shape=g.x_shape)
+        return y, w_new, dw, dx
+
     # -- the seed's helpers, on top of the operators ------------------------------------------
 
     def backtransmit(
@@ -216,21 +268,35 @@ _BUILTIN: dict[str, str] = {
     "ngclearn": "convstdp.fast.ngclearn:create_backend",
 }
 _registry: dict[str, Factory | str] = dict(_BUILTIN)
+_opt_in: set[str] = set()  # registered, but not part of "every available backend" runs
 _instances: dict[str, Backend] = {}
 _failures: dict[str, str] = {}
 _lock = threading.RLock()
 
 
-def register_backend(name: str, factory: Factory | str) -> None:
-    """Register ``factory`` (a callable returning an implementation, or ``"pkg.mod:factory"``) as ``name``."""
+def register_backend(name: str, factory: Factory | str, *, default: bool = True) -> None:
+    """Register ``factory`` (a callable returning an implementation, or ``"pkg.mod:factory"``) as ``name``.
+
+    ``default=False`` marks an opt-in backend (a reduced-precision mode, say): listed and
+    selectable by name, but left out of :func:`default_backends`.
+    """
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"backend name must be a non-empty string without ':', got {name!r}")
     if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
         raise TypeError(f"factory must be callable or a 'package.module:factory' string, got {factory!r}")
     with _lock:
         _registry[name] = factory
+        if default:
+            _opt_in.discard(name)
+        else:
+            _opt_in.add(name)
         _instances.pop(name, None)
         _failures.pop(name, None)
+
+
+def default_backends() -> list[str]:
+    """Available backends that run when the user names none (opt-in ones left out)."""
+    return [n for n, status in available_backends().items() if status == "ok" and n not in _opt_in]
 
 
 def registered_backends() -> list[str]:

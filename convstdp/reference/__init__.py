@@ -4,6 +4,7 @@
 and return ``np.ndarray`` of the SPEC §4 result dtype. Work is accumulated in float64.
 """
 
+from convstdp.reference.backend import ReferenceBackend, create_backend
 from convstdp.reference.ops import (
     advance,
     backtransmit,
@@ -12,7 +13,6 @@ from convstdp.reference.ops import (
     deconv2d_dx,
     stdp_update,
 )
-from convstdp.reference.backend import ReferenceBackend, create_backend
 
 __all__ = [
     "deconv2d",
