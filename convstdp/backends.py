@@ -93,7 +93,9 @@ class Backend:
     """A validated backend: the SPEC §6 interface around one implementation."""
 
     def __init__(self, name: str, impl: Any) -> None:
-        missing = [m for m in ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update") if not callable(getattr(impl, m, None))]
+        missing = [
+            m for m in ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update") if not callable(getattr(impl, m, None))
+        ]
         if missing:
             raise TypeError(f"backend {name!r} ({type(impl).__name__}) lacks the operator(s) {', '.join(missing)}")
         self.name = name
@@ -348,8 +350,7 @@ def get_backend(name: str | None = None) -> Backend:
             factory = name
         else:
             raise ValueError(
-                f"unknown backend {name!r}; registered: {', '.join(_registry)} "
-                "(or give 'package.module:factory')"
+                f"unknown backend {name!r}; registered: {', '.join(_registry)} (or give 'package.module:factory')"
             )
         try:
             backend = _build(name, factory)

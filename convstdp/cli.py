@@ -24,7 +24,10 @@ _SUBCOMMANDS = {
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Plain fixed-width table (no dependency), one line per row."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -82,8 +82,11 @@ def normalize_stride(stride: StrideLike) -> Pair:
     """``int`` or ``(sh, sw)`` → ``(sh, sw)``, each a positive int."""
     if _is_int(stride):
         pair = (int(stride), int(stride))
-    elif isinstance(stride, Sequence) and not isinstance(stride, str) and len(stride) == 2 and all(
-        _is_int(v) for v in stride
+    elif (
+        isinstance(stride, Sequence)
+        and not isinstance(stride, str)
+        and len(stride) == 2
+        and all(_is_int(v) for v in stride)
     ):
         pair = (int(stride[0]), int(stride[1]))
     else:
@@ -105,9 +108,7 @@ def normalize_kernel_size(kernel_size: StrideLike) -> Pair:
     ):
         pair = (int(kernel_size[0]), int(kernel_size[1]))
     else:
-        raise TypeError(
-            f"kernel_size must be a positive int or a pair (kh, kw) of them, got {kernel_size!r}"
-        )
+        raise TypeError(f"kernel_size must be a positive int or a pair (kh, kw) of them, got {kernel_size!r}")
     if min(pair) < 1:
         raise ValueError(f"kernel_size must be >= 1 on each axis, got {kernel_size!r}")
     return pair
@@ -117,22 +118,17 @@ def _normalize_padding(padding: PaddingLike) -> str | Pads:
     if isinstance(padding, str):
         mode = padding.upper()
         if mode not in ("SAME", "VALID"):
-            raise ValueError(
-                f"padding must be 'SAME', 'VALID' or ((lo_h, hi_h), (lo_w, hi_w)), got {padding!r}"
-            )
+            raise ValueError(f"padding must be 'SAME', 'VALID' or ((lo_h, hi_h), (lo_w, hi_w)), got {padding!r}")
         return mode
     try:
         (lo_h, hi_h), (lo_w, hi_w) = padding  # type: ignore[misc]
     except (TypeError, ValueError):
         raise ValueError(
-            "padding must be 'SAME', 'VALID' or ((lo_h, hi_h), (lo_w, hi_w)) of ints, "
-            f"got {padding!r}"
+            f"padding must be 'SAME', 'VALID' or ((lo_h, hi_h), (lo_w, hi_w)) of ints, got {padding!r}"
         ) from None
     pads = (lo_h, hi_h, lo_w, hi_w)
     if not all(_is_int(v) for v in pads):
-        raise ValueError(
-            f"explicit padding must hold four ints ((lo_h, hi_h), (lo_w, hi_w)), got {padding!r}"
-        )
+        raise ValueError(f"explicit padding must hold four ints ((lo_h, hi_h), (lo_w, hi_w)), got {padding!r}")
     return ((int(lo_h), int(hi_h)), (int(lo_w), int(hi_w)))
 
 
@@ -219,9 +215,8 @@ class Geometry:
         return (self.batch, *self.out_size, self.out_channels)
 
     def describe(self) -> str:
-        return (
-            f"kernel {self.kernel_size}, stride {self.stride}, padding {self.padding}"
-            + ("" if self.padding.startswith("((") else f" (pads {self.pads})")
+        return f"kernel {self.kernel_size}, stride {self.stride}, padding {self.padding}" + (
+            "" if self.padding.startswith("((") else f" (pads {self.pads})"
         )
 
 
@@ -271,9 +266,7 @@ def _geometry_cached(
     n, h, w, ci = x_shape
     kh, kw, kci, co = k_shape
     if kernel_given and kci != ci:
-        raise ValueError(
-            f"kernel has {kci} input channels (axis 2 of {k_shape}) but x has {ci} (axis 3 of {x_shape})"
-        )
+        raise ValueError(f"kernel has {kci} input channels (axis 2 of {k_shape}) but x has {ci} (axis 3 of {x_shape})")
     st = normalize_stride(stride)
     pads = resolve_pads((kh, kw), st, padding)
     out = _checked_out_size((h, w), (kh, kw), st, pads, padding, "x")
@@ -304,8 +297,7 @@ def _check_d_out(d_shape: tuple[int, ...], g: Geometry, what: str) -> None:
         raise ValueError(f"d_out has batch size {d_shape[0]} but {what} has {g.batch}")
     if d_shape[1:3] != g.out_size:
         raise ValueError(
-            f"d_out has spatial size {d_shape[1:3]} but {what} {g.in_size} with {g.describe()} "
-            f"gives {g.out_size}"
+            f"d_out has spatial size {d_shape[1:3]} but {what} {g.in_size} with {g.describe()} gives {g.out_size}"
         )
 
 
@@ -339,7 +331,9 @@ def check_deconv2d_dx(
     dt = result_dtype(_dtype_of("kernel", kernel), _dtype_of("d_out", d_out))
     kh, kw, ci, co = ks
     if ds[3] != co:
-        raise ValueError(f"d_out has {ds[3]} channels (axis 3 of {ds}) but kernel has {co} output channels (axis 3 of {ks})")
+        raise ValueError(
+            f"d_out has {ds[3]} channels (axis 3 of {ds}) but kernel has {co} output channels (axis 3 of {ks})"
+        )
     st = normalize_stride(stride)
     pads = resolve_pads((kh, kw), st, padding)
     in_size = []
@@ -413,7 +407,6 @@ def check_stdp_update(
         )
     if posts[1:3] != g.out_size:
         raise ValueError(
-            f"post_spike has spatial size {posts[1:3]} but pre_spike {g.in_size} with {g.describe()} "
-            f"gives {g.out_size}"
+            f"post_spike has spatial size {posts[1:3]} but pre_spike {g.in_size} with {g.describe()} gives {g.out_size}"
         )
     return g
