@@ -1,0 +1,312 @@
+"""Deliberately broken backends: the harness's own test.
+
+Each wraps the NumPy reference (:mod:`convstdp.reference.ops`) and plants one bug a real fast
+backend could have. :func:`self_test` runs each on a grid with early exit and reports which
+checks caught it; a control (the same wrapper, no bug) must pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from convstdp import geometry
+from convstdp.backends import Backend
+from convstdp.reference import ops as ref
+
+__all__ = ["BUGS", "Bug", "broken_backend", "control_backend", "SelfTestRow", "self_test"]
+
+
+def _round_bf16(a: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 precision (8 significant bits, nearest-even), kept in a's dtype."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        return a
+    f = a.astype(np.float32)
+    bits = f.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32).astype(a.dtype)
+
+
+class ReferenceWrapper:
+    """The reference behind the implementation protocol (normalised arguments), with
+    ``stdp_update`` composed from ``self.deconv2d_dk`` so a bug planted in dK reaches it."""
+
+    version = "reference-wrapper"
+    precision = "highest"
+
+    def deconv2d(self, x: Any, kernel: Any, *, stride: Any, padding: Any) -> np.ndarray:
+        return ref.deconv2d(x, kernel, stride=stride, padding=padding)
+
+    def deconv2d_dk(self, x: Any, d_out: Any, *, kernel_size: Any, stride: Any, padding: Any) -> np.ndarray:
+        return ref.deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding)
+
+    def deconv2d_dx(self, kernel: Any, d_out: Any, *, stride: Any, padding: Any, input_shape: Any) -> np.ndarray:
+        return ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
+
+    # the pieces of stdp_update, each overridable
+    def _ltp(self, pre_trace: Any, post_spike: Any, p: dict[str, Any], kw: dict[str, Any]) -> np.ndarray:
+        shifted = np.asarray(pre_trace, np.float64) - p["pretrace_target"]
+        return self.deconv2d_dk(shifted, p["A_plus"] * np.asarray(post_spike, np.float64), **kw)
+
+    def _ltd(self, pre_spike: Any, post_trace: Any, p: dict[str, Any], kw: dict[str, Any]) -> np.ndarray:
+        return self.deconv2d_dk(
+            np.asarray(pre_spike, np.float64), p["A_minus"] * np.asarray(post_trace, np.float64), **kw
+        )
+
+    def _combine(self, ltp: np.ndarray, ltd: np.ndarray) -> np.ndarray:
+        return ltp - ltd
+
+    def _new_weights(self, w: np.ndarray, dw: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+        w_new = w + p["eta"] * dw
+        if p["w_decay"] > 0:
+            w_new = w_new - p["w_decay"] * w
+        if p["w_bound"] > 0:
+            w_new = np.minimum(np.maximum(w_new, 0.01), p["w_bound"] - 0.01)
+        return w_new
+
+    def stdp_update(
+        self,
+        kernel: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: Any,
+        padding: Any,
+        **p: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        dt = geometry.result_dtype(
+            *(np.asarray(a).dtype for a in (kernel, pre_spike, pre_trace, post_spike, post_trace))
+        )
+        kw = dict(kernel_size=np.shape(kernel)[:2], stride=stride, padding=padding)
+        dw = self._combine(self._ltp(pre_trace, post_spike, p, kw), self._ltd(pre_spike, post_trace, p, kw))
+        dw = np.asarray(dw, np.float64)
+        w_new = self._new_weights(np.asarray(kernel, np.float64), dw, p)
+        return self._cast(w_new, dt), self._cast(dw, dt)
+
+    def _cast(self, a: np.ndarray, dt: np.dtype) -> np.ndarray:
+        return np.asarray(a).astype(dt)
+
+
+# ----------------------------------------------------------------------------- the bugs
+
+
+class PadOffset(ReferenceWrapper):
+    def deconv2d(self, x, kernel, *, stride, padding):
+        (lo_h, hi_h), w = padding
+        return ref.deconv2d(x, kernel, stride=stride, padding=((lo_h + 1, hi_h - 1), w))
+
+
+class KernelFlipped(ReferenceWrapper):
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return ref.deconv2d(x, np.asarray(kernel)[::-1, ::-1], stride=stride, padding=padding)
+
+
+class StrideSwapped(ReferenceWrapper):
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        return ref.deconv2d_dx(kernel, d_out, stride=(stride[1], stride[0]), padding=padding)
+
+
+class LastBatchDropped(ReferenceWrapper):
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        x, d = np.asarray(x), np.asarray(d_out)
+        if x.shape[0] > 1:
+            x, d = x[:-1], d[:-1]
+        return ref.deconv2d_dk(x, d, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+class LostUpdate(ReferenceWrapper):
+    """A scatter race: one output pixel misses the contribution of the last kernel tap."""
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        y = ref.deconv2d(x, kernel, stride=stride, padding=padding)
+        k = np.array(kernel, copy=True)
+        k[-1, -1] = 0
+        y_lost = ref.deconv2d(x, k, stride=stride, padding=padding)
+        diff = np.abs(y.astype(np.float64) - y_lost)
+        if diff.size:
+            n, p, q, _ = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            y[n, p, q] = y_lost[n, p, q]
+        return y
+
+
+class LtdSignFlipped(ReferenceWrapper):
+    def _combine(self, ltp, ltd):
+        return ltp + ltd
+
+
+class PretraceTargetIgnored(ReferenceWrapper):
+    def _ltp(self, pre_trace, post_spike, p, kw):
+        return super()._ltp(pre_trace, post_spike, {**p, "pretrace_target": 0.0}, kw)
+
+
+class WeightDecayIgnored(ReferenceWrapper):
+    def _new_weights(self, w, dw, p):
+        return super()._new_weights(w, dw, {**p, "w_decay": 0.0})
+
+
+class ClipBoundsWrong(ReferenceWrapper):
+    def _new_weights(self, w, dw, p):
+        w_new = super()._new_weights(w, dw, {**p, "w_bound": 0.0})
+        return np.clip(w_new, 0.0, p["w_bound"]) if p["w_bound"] > 0 else w_new
+
+
+class DxChannelsSwapped(ReferenceWrapper):
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        return ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding)[..., ::-1]
+
+
+class Bfloat16Inputs(ReferenceWrapper):
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return ref.deconv2d(_round_bf16(x), _round_bf16(kernel), stride=stride, padding=padding)
+
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        return ref.deconv2d_dk(
+            _round_bf16(x), _round_bf16(d_out), kernel_size=kernel_size, stride=stride, padding=padding
+        )
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        return ref.deconv2d_dx(_round_bf16(kernel), _round_bf16(d_out), stride=stride, padding=padding)
+
+
+class OneElementOff(ReferenceWrapper):
+    """The largest-magnitude output element of deconv2d is 0.1 % off."""
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        y = ref.deconv2d(x, kernel, stride=stride, padding=padding)
+        if y.size:
+            i = int(np.argmax(np.abs(y)))
+            y.flat[i] = y.flat[i] * np.asarray(1.001, y.dtype)
+        return y
+
+
+class Float64Out(ReferenceWrapper):
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return super().deconv2d(x, kernel, stride=stride, padding=padding).astype(np.float64)
+
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        return super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding).astype(np.float64)
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        return (
+            super()
+            .deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
+            .astype(np.float64)
+        )
+
+    def _cast(self, a, dt):
+        return np.asarray(a, np.float64)
+
+
+class InputsModified(ReferenceWrapper):
+    """``pre_trace -= pretrace_target`` in place, the classic shortcut."""
+
+    def _ltp(self, pre_trace, post_spike, p, kw):
+        if isinstance(pre_trace, np.ndarray) and pre_trace.dtype.kind == "f":
+            pre_trace -= np.asarray(p["pretrace_target"], pre_trace.dtype)
+            return self.deconv2d_dk(
+                pre_trace.astype(np.float64), p["A_plus"] * np.asarray(post_spike, np.float64), **kw
+            )
+        return super()._ltp(pre_trace, post_spike, p, kw)
+
+
+@dataclass(frozen=True)
+class Bug:
+    """A planted bug: short id, what it does, and the implementation class."""
+
+    id: str
+    description: str
+    impl: type
+
+
+BUGS: tuple[Bug, ...] = (
+    Bug("pad-offset", "padding offset by one (deconv2d: lo_h + 1, hi_h - 1)", PadOffset),
+    Bug("kernel-flipped", "kernel flipped in both spatial axes (deconv2d)", KernelFlipped),
+    Bug("stride-swapped", "stride axes swapped (deconv2d_dx)", StrideSwapped),
+    Bug("batch-dropped", "last batch item dropped from the dK reduction", LastBatchDropped),
+    Bug("lost-update", "a lost update in a sum: one pixel misses the last tap (deconv2d)", LostUpdate),
+    Bug("ltd-sign", "LTD sign flipped in dW", LtdSignFlipped),
+    Bug("pretrace-target", "pretrace_target ignored", PretraceTargetIgnored),
+    Bug("w-decay", "w_decay ignored", WeightDecayIgnored),
+    Bug("clip-bounds", "clip to [0, w_bound] instead of [0.01, w_bound - 0.01]", ClipBoundsWrong),
+    Bug("dx-channels", "channels swapped (reversed) in deconv2d_dx", DxChannelsSwapped),
+    Bug("bf16-inputs", "inputs rounded to bfloat16 precision (deconv2d, dK, dX)", Bfloat16Inputs),
+    Bug("one-element", "one output element of deconv2d off by 0.1 %", OneElementOff),
+    Bug("float64-out", "float32 in, float64 out", Float64Out),
+    Bug("inputs-modified", "pre_trace modified in place (pre_trace -= pretrace_target)", InputsModified),
+)
+
+
+def __getattr__(attr: str) -> Any:
+    """``convstdp.conformance.broken:<bug_id with _>`` is a backend factory, e.g.
+    ``convstdp conformance --backend convstdp.conformance.broken:kernel_flipped``."""
+    for b in BUGS:
+        if b.id.replace("-", "_") == attr:
+            return b.impl
+    if attr == "control":
+        return ReferenceWrapper
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def broken_backend(bug: Bug | str) -> Backend:
+    """A validated :class:`convstdp.Backend` around the broken implementation."""
+    if isinstance(bug, str):
+        bug = next(b for b in BUGS if b.id == bug)
+    return Backend(f"broken:{bug.id}", bug.impl())
+
+
+def control_backend() -> Backend:
+    """The same wrapper with no bug: must pass, or the self-test itself is wrong."""
+    return Backend("broken:none (control)", ReferenceWrapper())
+
+
+@dataclass
+class SelfTestRow:
+    """One self-test line: the bug, whether it was caught, and the first result that caught it."""
+
+    bug: str
+    description: str
+    caught: bool
+    check: str
+    first: str
+    operator: str
+    case: str
+    ratio: float | None
+    cases_run: int
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.ratio
+        return {**self.__dict__, "ratio": None if r is None else (r if np.isfinite(r) else str(r))}
+
+
+def self_test(cases: Sequence[Any], *, seed: int = 0, progress: Any = None) -> tuple[list[SelfTestRow], Any]:
+    """Run every :data:`BUGS` backend (early exit at its first failure) and the control on
+    ``cases``. Returns ``(rows, control_run)``; ``rows[i].caught`` tells if bug ``i`` was caught."""
+    from convstdp.conformance.harness import run
+
+    backends = [broken_backend(b) for b in BUGS]
+    runs = run([control_backend(), *backends], cases, seed=seed, stop_on_failure=True, progress=progress)
+    control, rest = runs[0], runs[1:]
+    rows = []
+    for bug, br in zip(BUGS, rest, strict=True):
+        bad = br.failed
+        first = bad[0] if bad else None
+        rows.append(
+            SelfTestRow(
+                bug.id,
+                bug.description,
+                bool(bad),
+                first.check() if first else "",
+                first.message() if first else "",
+                first.operator if first else "",
+                first.case if first else "",
+                first.ratio if first else None,
+                len({r.case for r in br.results}),
+            )
+        )
+    return rows, control

@@ -1,0 +1,270 @@
+"""``convstdp conformance``: check backends against the reference (SPEC §7).
+
+Exit 0 when every checked backend agrees, 1 on any disagreement, error or crash (or a self-test
+bug that slips through), 2 on a usage error (unknown or unavailable backend, malformed case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from convstdp import backends as _backends
+from convstdp.conformance.cases import Case, case_from_text, grid
+from convstdp.conformance.checks import OPERATOR_NAMES
+
+__all__ = ["configure", "main"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``conformance`` options to ``parser``."""
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="backend to check (repeatable): a registered name or package.module:factory; "
+        "default: every available default backend except the reference itself",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=("quick", "full", "random"),
+        default="quick",
+        help="case grid: quick (CI, ~45 cases), full (~1700), random (Hypothesis; see --examples)",
+    )
+    parser.add_argument(
+        "--examples", type=int, default=50, metavar="N", help="random cases per backend (--grid random)"
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the input values (and random grid)")
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only this case: its name or JSON form (repeatable); overrides --grid",
+    )
+    parser.add_argument(
+        "--operator", action="append", choices=OPERATOR_NAMES, default=[], help="check only this operator (repeatable)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the full record as JSON")
+    parser.add_argument("--report", metavar="FILE.md", help="write a Markdown report")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="also run deliberately broken backends and show the grid catches each one",
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each backend in a child process; a hard crash is recorded, the run goes on",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --isolate: kill a backend's child after S seconds",
+    )
+    parser.add_argument("--list", action="store_true", help="list the cases of the grid and exit")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--worker-cases", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+
+
+def _usage(msg: str) -> int:
+    print(f"convstdp conformance: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _select_backends(names: list[str]) -> list[str]:
+    """The named backends (deduplicated), else every available default one but the reference."""
+    if names:
+        return list(dict.fromkeys(names))
+    return [n for n in _backends.default_backends() if n != "reference"]
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    from convstdp.cli import format_table
+
+    print(format_table(header, rows))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the conformance suite as the options say; returns the exit code."""
+    from convstdp.conformance import harness
+    from convstdp.conformance import report as rep
+
+    ops = tuple(args.operator) or OPERATOR_NAMES
+    if args.worker_cases:
+        with open(args.worker_cases) as fh:
+            names = json.load(fh)
+        try:
+            return harness.worker(args.backend[0], names, args.worker_out, seed=args.seed, operators=ops)
+        except (_backends.BackendUnavailable, ValueError) as err:
+            print(str(err), file=sys.stderr)
+            return 2
+    if args.examples < 1:
+        return _usage(f"--examples must be >= 1, got {args.examples}")
+
+    cases: list[Case]
+    try:
+        if args.case:
+            cases = [case_from_text(t) for t in args.case]
+            grid_name = "case"
+        elif args.grid == "random":
+            cases, grid_name = [], "random"
+        else:
+            cases, grid_name = list(grid(args.grid)), args.grid
+    except ValueError as err:
+        return _usage(str(err))
+    if args.list:
+        for c in cases:
+            print(c.name)
+        return 0
+
+    names = _select_backends(args.backend)
+    try:
+        if args.isolate and grid_name != "random":
+            # load nothing here: a backend that aborts on import must not take the parent down
+            unknown = [n for n in names if ":" not in n and n not in _backends.registered_backends()]
+            if unknown:
+                raise ValueError(
+                    f"unknown backend {unknown[0]!r}; registered: {', '.join(_backends.registered_backends())}"
+                )
+            backends, unavailable = [harness.NamedOnly(n) for n in names], {}
+        else:
+            backends, unavailable = harness.resolve_backends(names)
+    except (ValueError, TypeError) as err:
+        return _usage(str(err))
+    except Exception as err:  # a third-party factory that blows up is a crash, not a usage error
+        print(f"convstdp conformance: backend failed to load: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if unavailable and args.backend:
+        for reason in unavailable.values():
+            print(f"convstdp conformance: error: {reason}", file=sys.stderr)
+        return 2
+    if not backends and not args.self_test:
+        print("convstdp conformance: no backend to check (name one with --backend)", file=sys.stderr)
+        return 0 if not args.backend else 2
+
+    runs: list[harness.BackendRun] = []
+    self_test_doc: dict[str, Any] | None = None
+    progress_on = None if not args.quiet else False
+
+    if args.self_test:
+        from convstdp.conformance.broken import BUGS, self_test
+
+        st_cases = cases or list(grid("quick"))
+        bar = harness.Progress(len(st_cases) * (len(BUGS) + 1), "self-test", progress_on)
+        rows, control = self_test(st_cases, seed=args.seed, progress=bar)
+        bar.close()
+        caught = sum(r.caught for r in rows)
+        print(f"Self-test: {len(BUGS)} broken backends on {len(st_cases)} cases (each stops at its first failure)")
+        _print_table(
+            ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
+            [
+                [
+                    r.bug,
+                    "yes" if r.caught else "NO",
+                    r.check,
+                    f"{r.operator} [{r.case}]" if r.caught else "-",
+                    rep._fmt_ratio(r.ratio),
+                    str(r.cases_run),
+                ]
+                for r in rows
+            ],
+        )
+        control_ok = not control.failed
+        if not control_ok:
+            print("control (the reference wrapper, no bug) FAILED:")
+            for r in control.failed[:10]:
+                print("  " + r.message())
+        print(f"caught {caught}/{len(rows)}" + ("" if control_ok else "  (control failed)"))
+        self_test_doc = {
+            "caught": caught,
+            "total": len(rows),
+            "cases": len(st_cases),
+            "control_passed": control_ok,
+            "ok": caught == len(rows) and control_ok,
+            "rows": [r.to_dict() for r in rows],
+        }
+        runs.append(control)
+        if not cases:
+            cases = st_cases
+
+    random_cases: dict[str, Case] = {}
+    repros: list[str] = []
+    if backends:
+        if grid_name == "random":
+            from convstdp.conformance.randomized import run_random
+
+            bar = harness.Progress(args.examples * len(backends), "random", progress_on)
+            for be in backends:
+                br, minimal = run_random(be, examples=args.examples, seed=args.seed, operators=ops, progress=bar)
+                runs.append(br)
+                for r in br.results:
+                    random_cases.setdefault(r.case, case_from_text(r.case))
+                if minimal is not None:
+                    repros.append(f"{be.name}: failure shrunk to {minimal.name}; reproduce with:\n  {br.info['repro']}")
+            bar.close()
+            cases = list(random_cases.values())
+        elif args.isolate:
+            bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
+            iso = harness.run_isolated(
+                [be.name for be in backends], cases, seed=args.seed, operators=ops, progress=bar, timeout_s=args.timeout
+            )
+            bar.close()
+            for br in iso:
+                if br.info.get("status") == "unavailable":
+                    unavailable[br.name] = br.info.get("reason", "unavailable")
+                else:
+                    runs.append(br)
+            if unavailable and args.backend:
+                for reason in unavailable.values():
+                    print(f"convstdp conformance: error: {reason}", file=sys.stderr)
+                return 2
+        else:
+            bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
+            runs += harness.run(backends, cases, seed=args.seed, operators=ops, progress=bar)
+            bar.close()
+
+    real = [br for br in runs if not br.name.startswith("broken:")]
+    if real:
+        print(f"\nConformance: {len(cases)} cases ({grid_name} grid, seed {args.seed})")
+        _print_table(*rep.summary_table(rep.summarize(real)))
+        for br in real:
+            extra = f"; first case {br.first_case_s:.2f} s (warm-up)" if br.first_case_s else ""
+            print(f"{br.name}: {br.seconds:.2f} s{extra}")
+    failures = [r for br in real for r in br.results if r.failed]
+    if failures:
+        print(f"\n{len(failures)} failure(s):")
+        for r in failures[:20]:
+            print("  " + r.message())
+        if len(failures) > 20:
+            print(f"  ... and {len(failures) - 20} more (--json/--report for all)")
+        for line in repros:
+            print(line)
+        if grid_name != "random":
+            print(
+                f"reproduce one: convstdp conformance --backend {failures[0].backend} "
+                f"--case '{failures[0].case}' --seed {args.seed}"
+            )
+    for name, reason in unavailable.items():
+        print(f"skipped {name}: {reason}")
+
+    ok = not failures and (self_test_doc is None or self_test_doc["ok"])
+    if args.json or args.report:
+        doc = rep.to_json(
+            real, cases, grid=grid_name, seed=args.seed, argv=sys.argv, unavailable=unavailable, self_test=self_test_doc
+        )
+        doc["ok"] = ok
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(doc, fh, indent=1)
+        if args.report:
+            with open(args.report, "w") as fh:
+                fh.write(rep.markdown(doc, real, cases))
+    print("\nOK: every checked backend agrees with the reference" if ok else "\nFAILED")
+    return 0 if ok else 1

@@ -1,0 +1,311 @@
+"""The harness loop: cases × backends × operators, every failure recorded, the run goes on.
+
+:func:`run` computes each case's expectation once (the reference in float64) and checks every
+backend against it. :func:`run_isolated` runs each backend in a child process
+(``python -m convstdp conformance --worker ...``): a hard abort (XLA, a segfault) is recorded as
+a ``crash`` of the case in flight, and the child is restarted after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from convstdp import backends as _backends
+from convstdp.conformance.cases import Case, make_inputs
+from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
+
+__all__ = ["BackendRun", "run", "run_isolated", "Progress", "resolve_backends"]
+
+
+@dataclass
+class BackendRun:
+    """One backend's share of a run: its results and timings (``first_case_s`` holds JIT warm-up)."""
+
+    name: str
+    results: list[Result] = field(default_factory=list)
+    seconds: float = 0.0
+    first_case_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    @property
+    def failed(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+
+def backend_info(be: Any) -> dict[str, Any]:
+    """Name, implementation, version, devices, precision and declared roundoff of a backend."""
+    info: dict[str, Any] = {"status": "ok", "impl": f"{type(be.impl).__module__}.{type(be.impl).__name__}"}
+    for key, fn in (("version", lambda: be.version), ("devices", be.devices), ("precision", lambda: be.precision)):
+        try:
+            info[key] = fn()
+        except Exception as err:  # a broken attribute is reported, not fatal
+            info[key] = f"<{type(err).__name__}: {err}>"
+    u = getattr(be.impl, "unit_roundoff", None)
+    if u is not None:
+        info["unit_roundoff"] = float(u)
+    return info
+
+
+def resolve_backends(names: Sequence[str]) -> tuple[list[Any], dict[str, str]]:
+    """``(backends, unavailable)``: :class:`convstdp.Backend` objects, and ``{name: reason}``.
+
+    ``ValueError`` (an unknown name) propagates: that is a usage error.
+    """
+    found, missing = [], {}
+    for name in names:
+        try:
+            found.append(_backends.get_backend(name))
+        except _backends.BackendUnavailable as err:
+            missing[name] = str(err)
+    return found, missing
+
+
+@dataclass
+class NamedOnly:
+    """A backend known by name only (``--isolate``: it is loaded in the child, not here)."""
+
+    name: str
+
+
+class Progress:
+    """A progress bar on stderr: rich when installed and stderr is a TTY, a plain counter on a
+    TTY without rich, nothing otherwise (logs stay clean)."""
+
+    def __init__(self, total: int, label: str = "conformance", enabled: bool | None = None) -> None:
+        self.total, self.done, self.label = total, 0, label
+        tty = sys.stderr.isatty()
+        self.enabled = tty if enabled is None else enabled
+        self._rich: Any = None
+        self._task: Any = None
+        if self.enabled and tty:
+            try:
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+                from rich.progress import Progress as RichProgress
+
+                self._rich = RichProgress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.fields[what]}"),
+                    transient=True,
+                )
+                self._rich.start()
+                self._task = self._rich.add_task(label, total=total, what="")
+            except ImportError:
+                self._rich = None
+
+    def advance(self, what: str = "", n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.update(self._task, advance=n, what=what[:48])
+        else:
+            sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} {what[:60]:<60}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+def run(
+    backends: Sequence[Any],
+    cases: Iterable[Case],
+    *,
+    seed: int = 0,
+    operators: Sequence[str] | None = None,
+    stop_on_failure: bool = False,
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    on_case_start: Callable[[Case], None] | None = None,
+) -> list[BackendRun]:
+    """Check every backend on every case; the expectation of a case is computed once.
+
+    ``stop_on_failure`` stops a backend at its first failing case (the self-test's early exit).
+    ``on_result`` sees each result as it comes (the isolated worker streams them).
+    """
+    runs = [BackendRun(be.name, info=backend_info(be)) for be in backends]
+    ops = tuple(operators or OPERATOR_NAMES)
+    for case in cases:
+        active = [(be, r) for be, r in zip(backends, runs, strict=True) if not r.stopped_early]
+        if not active:
+            break
+        if on_case_start is not None:
+            on_case_start(case)
+        inputs = make_inputs(case, seed)
+        exp = expect(case, inputs)
+        for be, br in active:
+            t0 = time.perf_counter()
+            results = check_case(be, case, inputs, exp, ops)
+            dt = time.perf_counter() - t0
+            if not br.results:
+                br.first_case_s = dt
+            br.seconds += dt
+            br.results.extend(results)
+            if on_result is not None:
+                for r in results:
+                    on_result(r)
+            if stop_on_failure and any(r.failed for r in results):
+                br.stopped_early = True
+            if progress is not None:
+                progress.advance(f"{be.name} {case.name}")
+    return runs
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+def run_isolated(
+    names: Sequence[str],
+    cases: Sequence[Case],
+    *,
+    seed: int = 0,
+    operators: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    timeout_s: float | None = None,
+) -> list[BackendRun]:
+    """Each backend in its own child process; a child that dies mid-case records a ``crash``
+    for that case (every operator) and is restarted on the cases after it."""
+    ops = tuple(operators or OPERATOR_NAMES)
+    runs = []
+    for name in names:
+        br = BackendRun(name)
+        remaining = list(cases)
+        while remaining:
+            with tempfile.TemporaryDirectory(prefix="convstdp-conf-") as tmp:
+                cases_file = os.path.join(tmp, "cases.json")
+                out_file = os.path.join(tmp, "results.jsonl")
+                with open(cases_file, "w") as fh:
+                    json.dump([c.name for c in remaining], fh)
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "convstdp",
+                    "conformance",
+                    "--backend",
+                    name,
+                    "--seed",
+                    str(seed),
+                    "--worker-cases",
+                    cases_file,
+                    "--worker-out",
+                    out_file,
+                    *[a for op in ops for a in ("--operator", op)],
+                ]
+                t0 = time.perf_counter()
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                seen = 0
+                started: str | None = None
+                done_cases: set[str] = set()
+                crashed_reason = ""
+                while True:
+                    try:
+                        proc.wait(timeout=0.2)
+                        finished = True
+                    except subprocess.TimeoutExpired:
+                        finished = False
+                        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                            proc.kill()
+                            proc.wait()
+                            crashed_reason = f"timed out after {timeout_s:.0f} s"
+                            finished = True
+                    seen, started = _drain(out_file, seen, br, done_cases, started, progress)
+                    if finished:
+                        break
+                br.seconds += time.perf_counter() - t0
+                stderr = proc.stderr.read() if proc.stderr else ""
+                rc = proc.returncode
+            if rc in (0, 1) and not crashed_reason:
+                break
+            if not done_cases and started is None and rc == 2:
+                br.info = {
+                    "status": "unavailable",
+                    "reason": stderr.strip().splitlines()[-1] if stderr else f"exit {rc}",
+                }
+                break
+            # The child died: the case it had started is the culprit.
+            why = crashed_reason or f"child process exited with {rc}" + (f" (signal {-rc})" if rc < 0 else "")
+            tail = " | ".join(stderr.strip().splitlines()[-3:])
+            culprit = started or (remaining[0].name if remaining else None)
+            if culprit is None:
+                break
+            for op in ops:
+                br.results.append(Result(culprit, name, op, "crash", error=f"{why}: {tail}"))
+            if progress is not None:
+                progress.advance(f"{name} {culprit} (crash)")
+            names_left = [c.name for c in remaining]
+            cut = names_left.index(culprit) + 1 if culprit in names_left else 1
+            remaining = remaining[cut:]
+        runs.append(br)
+    return runs
+
+
+def _drain(
+    path: str, seen: int, br: BackendRun, done: set[str], started: str | None, progress: Progress | None
+) -> tuple[int, str | None]:
+    """Read the worker's new JSON lines: ``start``/``end`` markers, results and backend info."""
+    try:
+        with open(path) as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return seen, started
+    for line in lines[seen:]:
+        if not line.endswith("\n"):
+            break  # a line still being written
+        seen += 1
+        rec = json.loads(line)
+        kind = rec.get("kind")
+        if kind == "info":
+            br.info = rec["info"]
+        elif kind == "start":
+            started = rec["case"]
+        elif kind == "end":
+            done.add(rec["case"])
+            started = None
+            if not br.first_case_s:
+                br.first_case_s = rec.get("seconds", 0.0)
+            if progress is not None:
+                progress.advance(f"{br.name} {rec['case']}")
+        elif kind == "result":
+            br.results.append(Result.from_dict(rec["result"]))
+    return seen, started
+
+
+def worker(backend_name: str, case_names: Sequence[str], out_path: str, *, seed: int, operators: Sequence[str]) -> int:
+    """The child side of :func:`run_isolated`: stream one JSON line per event, flushed."""
+    from convstdp.conformance.cases import case_from_text
+
+    be = _backends.get_backend(backend_name)
+    cases = [case_from_text(n) for n in case_names]
+    with open(out_path, "a", buffering=1) as fh:
+
+        def emit(rec: dict[str, Any]) -> None:
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+
+        emit({"kind": "info", "info": backend_info(be)})
+        for case in cases:
+            emit({"kind": "start", "case": case.name})
+            t0 = time.perf_counter()
+            run(
+                [be],
+                [case],
+                seed=seed,
+                operators=operators,
+                on_result=lambda r: emit({"kind": "result", "result": r.to_dict()}),
+            )
+            emit({"kind": "end", "case": case.name, "seconds": time.perf_counter() - t0})
+    return 0

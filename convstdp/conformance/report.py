@@ -1,0 +1,357 @@
+"""What a run says: the summary table, the JSON record (stable schema) and the Markdown report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import convstdp
+from convstdp.conformance import tolerance as tol
+from convstdp.conformance.cases import Case, coverage
+from convstdp.conformance.checks import OPERATOR_NAMES, Result
+from convstdp.conformance.harness import BackendRun
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "SummaryRow", "summarize", "summary_table", "environment", "to_json", "markdown"]
+
+SCHEMA = "convstdp.conformance"
+SCHEMA_VERSION = 1
+
+_LIBS = ("numpy", "scipy", "numba", "llvmlite", "jax", "jaxlib", "ngclearn", "ngcsimlib", "torch", "hypothesis")
+
+
+@dataclass
+class SummaryRow:
+    """Backend × operator: how many cases, how they ended, and the closest call."""
+
+    backend: str
+    operator: str
+    cases: int
+    passed: int
+    failed: int
+    unsupported: int
+    worst_ratio: float | None
+    worst_case: str
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.worst_ratio
+        return {**self.__dict__, "worst_ratio": None if r is None else (r if np.isfinite(r) else str(r))}
+
+
+def summarize(runs: Sequence[BackendRun]) -> list[SummaryRow]:
+    rows = []
+    for br in runs:
+        by_op: dict[str, list[Result]] = defaultdict(list)
+        for r in br.results:
+            by_op[r.operator].append(r)
+        for op in sorted(by_op, key=lambda o: OPERATOR_NAMES.index(o) if o in OPERATOR_NAMES else 99):
+            rs = by_op[op]
+            rated = [r for r in rs if r.ratio is not None]
+            worst = max(rated, key=lambda r: r.ratio, default=None)
+            rows.append(
+                SummaryRow(
+                    br.name,
+                    op,
+                    len(rs),
+                    sum(r.status == "pass" for r in rs),
+                    sum(r.failed for r in rs),
+                    sum(r.status == "unsupported" for r in rs),
+                    worst.ratio if worst else None,
+                    worst.case if worst else "",
+                )
+            )
+    return rows
+
+
+def _fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.3g}" if np.isfinite(r) else "inf"
+
+
+def summary_table(rows: Sequence[SummaryRow]) -> tuple[list[str], list[list[str]]]:
+    header = ["backend", "operator", "cases", "passed", "failed", "unsupported", "worst err/bound", "worst case"]
+    body = [
+        [
+            r.backend,
+            r.operator,
+            str(r.cases),
+            str(r.passed),
+            str(r.failed),
+            str(r.unsupported),
+            _fmt_ratio(r.worst_ratio),
+            r.worst_case,
+        ]
+        for r in rows
+    ]
+    return header, body
+
+
+def _version(lib: str) -> str | None:
+    try:
+        return importlib.metadata.version(lib)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """Versions of convstdp, Python and the backend libraries; platform and CPU."""
+    return {
+        "convstdp": convstdp.__version__,
+        "python": sys.version.split()[0],
+        "libraries": {lib: v for lib in _LIBS if (v := _version(lib)) is not None},
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
+
+
+def to_json(
+    runs: Sequence[BackendRun],
+    cases: Sequence[Case],
+    *,
+    grid: str,
+    seed: int,
+    argv: Sequence[str] | None = None,
+    unavailable: dict[str, str] | None = None,
+    self_test: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run as one JSON-able dict (schema ``convstdp.conformance`` version 1).
+
+    Top-level keys: ``schema``, ``schema_version``, ``created``, ``command``, ``grid``, ``seed``,
+    ``environment``, ``tolerance``, ``backends``, ``cases``, ``summary``, ``results``,
+    ``self_test``, ``ok``.
+    """
+    failed = any(br.failed for br in runs)
+    backends: dict[str, Any] = {}
+    for br in runs:
+        backends[br.name] = {
+            **br.info,
+            "seconds": round(br.seconds, 3),
+            "first_case_seconds": round(br.first_case_s, 3),
+            "stopped_early": br.stopped_early,
+        }
+    for name, reason in (unavailable or {}).items():
+        backends[name] = {"status": "unavailable", "reason": reason}
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": list(argv) if argv is not None else sys.argv,
+        "grid": grid,
+        "seed": seed,
+        "environment": environment(),
+        "tolerance": {
+            "model": "bound = c * u * (sqrt(n_terms) + r) * ref(|inputs|) + tiny, per element; composed for STDP",
+            "policy": {k: p.to_dict() for k, p in tol.POLICY.items()},
+            "extra_roundings": dict(tol.EXTRA_ROUNDINGS),
+        },
+        "backends": backends,
+        "cases": [c.to_dict() for c in cases],
+        "summary": [r.to_dict() for r in summarize(runs)],
+        "results": [r.to_dict() for br in runs for r in br.results],
+        "self_test": self_test,
+        "ok": not failed and (self_test is None or bool(self_test.get("ok"))),
+    }
+    if extra:
+        doc.update(extra)
+    return doc
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _reason_kind(msg: str) -> str:
+    """An unsupported-reason with its particular values blanked, so reasons group by kind."""
+    msg = msg.split("\n")[0]
+    msg = re.sub(r"\((?:\(?-?\d+, -?\d+\)?(?:, )?)+\)", "(...)", msg)
+    return re.sub(r"(?<![\w.])-?\d+(?![\w.])", "N", msg)[:200]
+
+
+def _departures(runs: Sequence[BackendRun]) -> list[str]:
+    """Unsupported configurations and declared precisions, grouped per backend."""
+    out = []
+    for br in runs:
+        uns = [r for r in br.results if r.status == "unsupported"]
+        prec = br.info.get("precision", "highest")
+        if prec not in ("highest", None) or "unit_roundoff" in br.info:
+            u = br.info.get("unit_roundoff")
+            out.append(
+                f"**{br.name}** declares precision `{prec}`"
+                + (f" (unit roundoff {u:.3g})" if u else "")
+                + ": its results are held to that mode's tolerance, not the dtype's."
+            )
+        if uns:
+            reasons = Counter(_reason_kind(r.error or "") for r in uns)
+            cases = sorted({r.case for r in uns})
+            out.append(
+                f"**{br.name}** does not support {len(cases)} case(s) ({len(uns)} operator runs); reasons: "
+                + "; ".join(f"{why} ({n} operator runs)" for why, n in reasons.most_common(8))
+                + f". Examples: {', '.join(f'`{c}`' for c in cases[:4])}."
+            )
+        dtype_fails = [r for r in br.results if any("dtype" in p for p in r.problems)]
+        if dtype_fails:
+            out.append(
+                f"**{br.name}** returns a dtype other than SPEC §4's in {len(dtype_fails)} operator run(s), e.g. "
+                f"{dtype_fails[0].problems[0]} in `{dtype_fails[0].case}`."
+            )
+    return out
+
+
+def _closest(br: BackendRun) -> str:
+    rated = [r for r in br.results if r.ratio is not None]
+    if not rated:
+        return f"`{br.name}` -"
+    worst = max(rated, key=lambda r: r.ratio)
+    return f"`{br.name}` {_fmt_ratio(worst.ratio)} ({worst.operator}, `{worst.case}`)"
+
+
+def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Case], *, max_failures: int = 40) -> str:
+    """The Markdown report: verdict, what was checked, policy, summary, failures, departures."""
+    ok = doc["ok"]
+    env = doc["environment"]
+    names = [br.name for br in runs]
+    lines = [
+        "# convstdp conformance report",
+        "",
+        f"**Verdict: {'PASS' if ok else 'FAIL'}** — {len(cases)} cases ({doc['grid']} grid, seed {doc['seed']}) "
+        f"checked on {', '.join(f'`{n}`' for n in names) or 'no backend'} against the NumPy reference. "
+        f"convstdp {env['convstdp']}, {env['platform']}, {env['cpu']}, {doc['created']}.",
+        "",
+        "Closest to the bound (worst error/bound over all operators, 1 = at the bound): "
+        + (", ".join(_closest(br) for br in runs) or "-")
+        + ".",
+        "",
+        "## What was checked",
+        "",
+        "- **Operators**: `deconv2d`, `deconv2d_dk`, `deconv2d_dx`, `stdp_update` (W' and dW), and the fused/composed "
+        "`stdp_step` (y, W', dW, dX through the updated filters), each called through `convstdp.Backend`.",
+        "- **Against the reference**: every output element, the reference run in float64 on the float64-cast inputs.",
+        "- **Adjoint identities** on the backend's own outputs: `<deconv2d(x,K), d> = <x, dX(K,d)> = <K, dK(x,d)>`, "
+        "bounded by the per-element bounds weighted by the other factor.",
+        "- **Contract**: output shapes; dtype = `np.result_type` of the floating inputs (bool spikes follow); "
+        "inputs unchanged after the call. Exceptions are recorded per operator (`NotImplementedError` = "
+        "unsupported, listed under departures, not a failure).",
+        "- **JAX-based backends** run float64 and mixed cases inside `jax.enable_x64(True)` (scoped to the call), "
+        "float32 cases in JAX's default mode.",
+        "- **Cases**: seeded, non-symmetric values (x ~ N(0.3,1), K ~ U(-0.6,1.4), d ~ N(-0.2,1)), 30 % sparse "
+        "binary spikes (bool or float) and positive traces; each case name encodes all of it "
+        "(`s<stride>-<padding>-k<kh>x<kw>-m<H>x<W>-c<Ci>to<Co>-n<N>-<dtype>-<stdp set>-<spikes>`).",
+        "",
+        "Axis values covered:",
+        "",
+    ]
+    for axis, vals in coverage(cases).items():
+        lines.append(f"- {axis}: {', '.join(vals)}")
+    pol_rows = [[p.name, f"{p.u:.3g}", f"{p.c:g}", f"{p.tiny:.3g}", p.note] for p in tol.POLICY.values()]
+    lines += [
+        "",
+        "## Tolerance policy",
+        "",
+        "Per element: `bound = c · u · (sqrt(n) + r) · ref(|inputs|) + tiny`, where `ref(|inputs|)` is the reference "
+        "on the absolute values of the inputs (the sum of |terms|), `n` the number of terms that element sums, `r` the "
+        "roundings outside the sum (1 for a plain operator, 3 for dW, 4 for W'). W' inherits `|eta|·bound(dW)`; the "
+        "step's dX inherits `dX(bound(W'), |post_spike|)`. No global atol. A result passes when every element's "
+        "error/bound ≤ 1; the tables show the worst ratio.",
+        "",
+        _md_table(["mode", "u (unit roundoff)", "c (safety)", "tiny", "note"], pol_rows),
+        "",
+        "## Summary",
+        "",
+    ]
+    header, body = summary_table(summarize(runs))
+    lines.append(_md_table(header, body) if body else "_No results._")
+    timing = [
+        [
+            br.name,
+            f"{br.seconds:.2f}",
+            f"{br.first_case_s:.2f}",
+            br.info.get("version", ""),
+            str(br.info.get("precision", "")),
+        ]
+        for br in runs
+    ]
+    if timing:
+        lines += ["", _md_table(["backend", "seconds", "first case s (JIT warm-up)", "version", "precision"], timing)]
+    unavailable = {k: v for k, v in doc["backends"].items() if v.get("status") == "unavailable"}
+    if unavailable:
+        lines += ["", "Unavailable: " + "; ".join(f"`{k}`: {v.get('reason')}" for k, v in unavailable.items())]
+    failures = [r for br in runs for r in br.results if r.failed]
+    lines += ["", f"## Failures ({len(failures)})", ""]
+    if not failures:
+        lines.append("None.")
+    for r in failures[:max_failures]:
+        lines.append(f"- {r.message()}")
+    if len(failures) > max_failures:
+        lines.append(f"- ... and {len(failures) - max_failures} more (see the JSON record).")
+    if failures:
+        backend = failures[0].backend
+        lines += [
+            "",
+            "Reproduce one: `convstdp conformance --backend "
+            f"{backend} --case '{failures[0].case}' --seed {doc['seed']}`",
+        ]
+    lines += ["", "## Departures from SPEC (unsupported configurations, declared precision, dtype)", ""]
+    dep = _departures(runs)
+    lines += [f"- {d}" for d in dep] if dep else ["None."]
+    if doc.get("self_test"):
+        st = doc["self_test"]
+        lines += [
+            "",
+            f"## Self-test: caught {st['caught']}/{st['total']}",
+            "",
+            "Broken backends built from the reference; each must fail on the grid (it stops at its first failure).",
+            "",
+            _md_table(
+                ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
+                [
+                    [
+                        r["bug"] + ": " + r["description"],
+                        "yes" if r["caught"] else "**NO**",
+                        r["check"],
+                        f"{r['operator']} `{r['case']}`",
+                        _fmt_ratio(None if r["ratio"] is None else float(r["ratio"])),
+                        str(r["cases_run"]),
+                    ]
+                    for r in st["rows"]
+                ],
+            ),
+        ]
+    lines += ["", "## Environment", "", "```", json.dumps(env, indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""``convstdp conformance``: exit codes, JSON schema, Markdown report, self-test, isolation."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+import convstdp
+from convstdp.cli import main
+from convstdp.conformance import broken
+
+CASE = "s3x2-valid-k3x2-m5x7-c3to4-n2-f32-all-bool"
+CASE2 = "s1-same-k2x2-m2x2-c1to1-n1-f64-basic-bool"
+
+
+def test_reference_on_one_case_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "--backend", "reference", "--case", CASE, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "reference  deconv2d" in out and "OK: every checked backend agrees" in out
+
+
+def test_disagreement_exits_1_with_diagnostics_and_repro(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["conformance", "--backend", "convstdp.conformance.broken:kernel_flipped", "--case", CASE, "-q"])
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert f"deconv2d [{CASE}]: fail: y:" in out and "worst at (" in out
+    assert f"--case '{CASE}' --seed 0" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--backend", "no-such-backend"],
+        ["--case", "not-a-case"],
+        ["--case", '{"stride": [1, 1]}'],
+        ["--examples", "0", "--grid", "random"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "-q", "--backend", "reference", *argv]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_argparse_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["conformance", "--grid", "bogus"])
+    assert exc.value.code == 2
+
+
+def test_unavailable_named_backend_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def factory():
+        raise convstdp.BackendUnavailable("needs a GPU")
+
+    convstdp.register_backend("conf-test-unavailable", factory, default=False)
+    assert main(["conformance", "--backend", "conf-test-unavailable", "--case", CASE]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
+
+
+class _Unsupported(broken.ReferenceWrapper):
+    def deconv2d_dx(self, *a, **k):
+        raise NotImplementedError("upstream lacks explicit pads")
+
+
+def test_unsupported_is_reported_not_failed(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    convstdp.register_backend("conf-test-unsupported", _Unsupported, default=False)
+    report = tmp_path / "r.md"
+    rc = main(["conformance", "--backend", "conf-test-unsupported", "--case", CASE, "--report", str(report), "-q"])
+    assert rc == 0
+    md = report.read_text()
+    assert "does not support 1 case(s)" in md and "upstream lacks explicit pads" in md
+
+
+def test_json_and_markdown_records(tmp_path) -> None:
+    js, md = tmp_path / "c.json", tmp_path / "c.md"
+    rc = main(
+        [
+            "conformance",
+            "--backend",
+            "reference",
+            "--backend",
+            "convstdp.conformance.broken:ltd_sign",
+            "--case",
+            CASE,
+            "--case",
+            CASE2,
+            "--seed",
+            "7",
+            "--json",
+            str(js),
+            "--report",
+            str(md),
+            "-q",
+        ]
+    )
+    assert rc == 1
+    doc = json.loads(js.read_text())
+    assert doc["schema"] == "convstdp.conformance" and doc["schema_version"] == 1
+    assert set(doc) >= {
+        "created",
+        "command",
+        "grid",
+        "seed",
+        "environment",
+        "tolerance",
+        "backends",
+        "cases",
+        "summary",
+        "results",
+        "self_test",
+        "ok",
+    }
+    assert doc["seed"] == 7 and doc["grid"] == "case" and doc["ok"] is False
+    assert {"convstdp", "python", "libraries", "platform", "cpu"} <= set(doc["environment"])
+    assert doc["environment"]["libraries"]["numpy"]
+    assert doc["tolerance"]["policy"]["float32"]["u"] == 2.0**-24
+    assert doc["backends"]["reference"]["status"] == "ok" and "version" in doc["backends"]["reference"]
+    assert [c["name"] for c in doc["cases"]] == [CASE, CASE2]
+    res = doc["results"]
+    assert len(res) == 2 * 2 * 6
+    keys = {"case", "backend", "operator", "status", "ratio", "outputs", "problems", "error", "seconds", "policy"}
+    assert all(set(r) == keys for r in res)
+    bad = [r for r in res if r["status"] == "fail"]
+    assert {r["operator"] for r in bad} == {"stdp_update", "stdp_step"}
+    dw = next(o for o in bad[0]["outputs"] if o["output"] == "dW")
+    assert dw["mismatches"] > 0 and dw["ratio"] > 1 and len(dw["index"]) == 4
+    summary = {(s["backend"], s["operator"]): s for s in doc["summary"]}
+    assert summary[("reference", "deconv2d")]["passed"] == 2
+    assert summary[("convstdp.conformance.broken:ltd_sign", "stdp_update")]["failed"] == 2
+    text = md.read_text()
+    for heading in (
+        "**Verdict: FAIL**",
+        "## What was checked",
+        "## Tolerance policy",
+        "## Summary",
+        "## Failures (4)",
+        "## Departures from SPEC",
+    ):
+        assert heading in text
+    assert "| reference | deconv2d | 2 | 2 | 0 | 0 |" in text
+
+
+def test_self_test_cli_catches_all(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    js = tmp_path / "s.json"
+    assert main(["conformance", "--self-test", "--backend", "reference", "-q", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "caught 14/14" in out
+    st = json.loads(js.read_text())["self_test"]
+    assert st["caught"] == st["total"] == 14 and st["control_passed"] and st["ok"]
+
+
+def test_self_test_exits_1_when_a_bug_slips_through(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    harmless = broken.Bug("harmless", "a 'bug' that changes nothing", broken.ReferenceWrapper)
+    monkeypatch.setattr(broken, "BUGS", (*broken.BUGS, harmless))
+    assert main(["conformance", "--self-test", "--backend", "reference", "-q"]) == 1
+    assert "caught 14/15" in capsys.readouterr().out
+
+
+def test_random_grid_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("hypothesis")
+    assert main(["conformance", "--backend", "reference", "--grid", "random", "--examples", "5", "-q"]) == 0
+    rc = main(
+        [
+            "conformance",
+            "--backend",
+            "convstdp.conformance.broken:w_decay",
+            "--grid",
+            "random",
+            "--examples",
+            "25",
+            "--operator",
+            "stdp_update",
+            "-q",
+        ]
+    )
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert (
+        "failure shrunk to" in out
+        and "convstdp conformance --backend convstdp.conformance.broken:w_decay --case" in out
+    )
+
+
+def test_isolate_records_a_hard_crash_and_goes_on(tmp_path, monkeypatch) -> None:
+    mod = tmp_path / "abort_backend.py"
+    mod.write_text(
+        textwrap.dedent(
+            """
+        import os
+        from convstdp.conformance.broken import ReferenceWrapper
+
+        class Impl(ReferenceWrapper):
+            def deconv2d(self, x, kernel, *, stride, padding):
+                if x.shape[1] == 5:  # the case with a 5-row map dies hard
+                    os.abort()
+                return super().deconv2d(x, kernel, stride=stride, padding=padding)
+
+        def create():
+            return Impl()
+        """
+        )
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the child imports it
+    js = tmp_path / "iso.json"
+    rc = main(
+        [
+            "conformance",
+            "--backend",
+            "abort_backend:create",
+            "--isolate",
+            "--case",
+            CASE2,
+            "--case",
+            CASE,
+            "--case",
+            "s1-same-k1x1-m3x3-c1to1-n1-f64-basic-bool",
+            "--json",
+            str(js),
+            "-q",
+        ]
+    )
+    assert rc == 1
+    res = json.loads(js.read_text())["results"]
+    by_case: dict[str, set[str]] = {}
+    for r in res:
+        by_case.setdefault(r["case"], set()).add(r["status"])
+    assert by_case[CASE2] == {"pass"} and by_case["s1-same-k1x1-m3x3-c1to1-n1-f64-basic-bool"] == {"pass"}
+    assert by_case[CASE] == {"crash"}
+    crash = next(r for r in res if r["status"] == "crash")
+    assert "signal" in crash["error"]
