@@ -1,0 +1,133 @@
+"""``convstdp bench [--backend NAME]... [--workload NAME]... [--out DIR]`` (SPEC §7).
+
+Loaded by :mod:`convstdp.cli`; imports nothing optional until it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from convstdp.bench.workloads import SPEC_WORKLOADS, select
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser``."""
+    parser.add_argument("--backend", action="append", metavar="NAME",
+                        help="backend to time (repeatable; any name get_backend takes, or a peer: torch); "
+                             "default: every available backend")
+    parser.add_argument("--workload", action="append", metavar="NAME",
+                        help="workload name or glob, repeatable: " + ", ".join(w.name for w in SPEC_WORKLOADS)
+                             + ", 'step/base', 'deconv2d/batch=4', 'step/*' ... (default: SPEC §8 "
+                               "without gpu-large on CPU, plus the sweeps)")
+    parser.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
+                        help="include the scaling sweeps in the default workload set (default: yes)")
+    parser.add_argument("--peer", action="append", metavar="NAME",
+                        help="peer to time next to the backends (repeatable): ngclearn, torch, reference; "
+                             "default: all that are installed")
+    parser.add_argument("--no-peers", action="store_true", help="time only the named backends")
+    parser.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.html and PNG plots here")
+    parser.add_argument("--quick", action="store_true",
+                        help="few, short samples (CI, tests): finishes in seconds on small workloads")
+    parser.add_argument("--budget", type=float, metavar="S",
+                        help="sampling seconds per runner and sweep workload (SPEC workloads get 5x)")
+    parser.add_argument("--repeats", type=int, metavar="N", help="at most N samples per runner and workload")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNGs (and no images in report.html)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from convstdp.bench.timing import Settings
+
+    st = Settings.quick() if args.quick else Settings()
+    if args.budget is not None:
+        st.budget_s, st.spec_budget_s = args.budget, 5 * args.budget
+    if args.repeats is not None:
+        st.max_repeats = max(1, args.repeats)
+        st.min_repeats = min(st.min_repeats, st.max_repeats)
+    st.seed = args.seed
+    st.memory = not args.no_memory
+    return st
+
+
+def _has_gpu() -> bool:
+    """A JAX accelerator is present (only asked if jax is already imported by a backend)."""
+    jax = sys.modules.get("jax")
+    try:
+        return bool(jax) and any(d.platform != "cpu" for d in jax.devices())
+    except Exception:
+        return False
+
+
+class _Progress:
+    """rich's progress bar on a terminal (when installed), else one line per workload on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done, self.t0 = total, enabled, 0, time.perf_counter()
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():  # a log file gets plain lines instead of a redrawn bar
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), TextColumn("{task.description}"),
+                                    console=Console(stderr=True))
+            except ImportError:
+                self.bar = None
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("starting", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def step(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+
+    def workload(self, w: Any) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {w.name} done ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark; print the summary; write the report when ``--out`` is given."""
+    from convstdp.bench import report, suite
+
+    try:
+        runners = suite.resolve_runners(args.backend, False if args.no_peers else (args.peer or True))
+    except ValueError as err:
+        print(f"convstdp bench: {err}", file=sys.stderr)
+        return 2
+    if not any(r.available for r in runners):
+        print("convstdp bench: no runnable backend: " + "; ".join(f"{r.name}: {r.reason}" for r in runners),
+              file=sys.stderr)
+        return 1
+    try:
+        workloads = select(args.workload, sweeps=args.sweeps, gpu=_has_gpu())
+    except ValueError as err:
+        print(f"convstdp bench: {err}", file=sys.stderr)
+        return 2
+    st = _settings(args)
+    with _Progress(len(workloads), not args.no_progress) as prog:
+        result = suite.run(workloads, runners, st, quick_probe=args.quick, on_step=prog.step,
+                           on_workload=prog.workload)
+    print(report.summary_text(result))
+    if args.out:
+        paths = report.write(result, args.out, plots=not args.no_plots)
+        print(f"\nwrote {', '.join(str(p) for p in paths)}")
+    errors = [r for r in result["results"] if r["status"] == "error"]
+    return 1 if errors else 0

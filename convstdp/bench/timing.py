@@ -1,0 +1,276 @@
+"""Timing: first call (compile) apart from steady state, adaptive inner loops, interleaved rounds.
+
+For one workload every runner is prepared in turn (first call, warm-up, calibration of the inner
+loop so that one sample lasts at least ``min_sample_s``), then sampled round-robin, rotating the
+order each round, so all runners see the same machine load. A runner leaves the rotation once it
+has ``min_repeats`` samples and has spent its time ``budget_s``, or at ``max_repeats``.
+
+Runners whose outputs are ``jax.Array`` get their inputs as device arrays (converted once,
+outside the timed region) and every timed call blocks on all outputs.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convstdp.bench import memory
+from convstdp.bench.workloads import Workload, call, make_inputs
+
+
+@dataclass
+class Settings:
+    """How long to measure. ``quick()`` is for CI/tests; the defaults suit a 2-core laptop."""
+
+    min_sample_s: float = 0.005  # one sample (inner loop) lasts at least this
+    warmup_s: float = 0.05  # steady-state calls before calibration, after the first call
+    min_repeats: int = 5
+    max_repeats: int = 25
+    budget_s: float = 0.2  # sampling time per runner and workload (sweeps)
+    spec_budget_s: float = 1.5  # the same for SPEC §8 workloads
+    slow_s: float = 1.0  # a runner slower than this per call is sampled once (capped)
+    reference_max_flops: float = 6e9  # above this the NumPy reference is not run at all (gpu-large)
+    memory: bool = True
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(min_sample_s=0.0005, warmup_s=0.0, min_repeats=3, max_repeats=3, budget_s=0.0,
+                   spec_budget_s=0.0, slow_s=0.25)
+
+    def budget_for(self, w: Workload) -> float:
+        return self.spec_budget_s if w.group == "spec" else self.budget_s
+
+
+@dataclass
+class Runner:
+    """A backend or peer, by name, as timed: ``backend`` is a :class:`convstdp.Backend`."""
+
+    name: str
+    kind: str  # "backend" | "peer"
+    backend: Any = None
+    source: str = ""  # where it comes from (module), for the report
+    reason: str = ""  # why it is unavailable (backend is None)
+
+    @property
+    def available(self) -> bool:
+        return self.backend is not None
+
+
+@dataclass
+class Measurement:
+    """Times in seconds per call. ``samples`` are per-call means of ``inner`` calls each."""
+
+    runner: str
+    workload: str
+    status: str  # "ok" | "skipped" | "error"
+    reason: str = ""
+    first_call_s: float | None = None
+    warmup_calls: int = 0
+    warmup_s: float = 0.0
+    inner: int = 0
+    samples: list[float] = field(default_factory=list)
+    capped: bool = False
+    device_inputs: bool = False
+    memory: dict[str, Any] | None = None
+    flops: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and bool(self.samples)
+
+    def stats(self) -> dict[str, float | None]:
+        """median, q1, q3, iqr, min, max, mean over samples (s/call); compile = first - median."""
+        if not self.samples:
+            return dict.fromkeys(("median", "q1", "q3", "iqr", "min", "max", "mean", "compile_s"))
+        s = np.asarray(self.samples)
+        q1, med, q3 = (float(v) for v in np.percentile(s, [25, 50, 75]))
+        comp = None if self.first_call_s is None else max(0.0, self.first_call_s - med)
+        return dict(median=med, q1=q1, q3=q3, iqr=q3 - q1, min=float(s.min()), max=float(s.max()),
+                    mean=float(s.mean()), compile_s=comp)
+
+    @property
+    def median(self) -> float | None:
+        return self.stats()["median"]
+
+    @property
+    def gflops(self) -> float | None:
+        med = self.median
+        return self.flops / med / 1e9 if med else None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats()
+        d["gflops"] = self.gflops
+        return d
+
+
+# ----------------------------------------------------------------------------- jax helpers
+
+
+def is_device_array(obj: Any) -> bool:
+    """True for a ``jax.Array`` (or a tuple holding one)."""
+    if isinstance(obj, tuple | list):
+        return any(is_device_array(o) for o in obj)
+    return type(obj).__module__.startswith(("jax", "jaxlib"))
+
+
+def block(out: Any) -> Any:
+    """Wait for asynchronous (JAX) results; NumPy results pass through."""
+    if is_device_array(out):
+        import jax
+
+        jax.block_until_ready(out)
+    return out
+
+
+def to_device(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    import jax
+
+    moved = {k: jax.device_put(v) for k, v in inputs.items()}
+    jax.block_until_ready(list(moved.values()))
+    return moved
+
+
+def jax_devices(out: Any) -> list[Any]:
+    """Devices holding a JAX result (for memory stats)."""
+    leaves = out if isinstance(out, tuple | list) else [out]
+    devs = []
+    for leaf in leaves:
+        ds = getattr(leaf, "devices", None)
+        if callable(ds):
+            devs.extend(d for d in ds() if d not in devs)
+    return devs
+
+
+# ----------------------------------------------------------------------------- one workload
+
+
+class _Prepared:
+    def __init__(self, runner: Runner, m: Measurement, fn: Callable[[], Any], per_call: float) -> None:
+        self.runner, self.m, self.fn, self.per_call = runner, m, fn, per_call
+        self.spent = 0.0
+
+
+def _error(runner: Runner, w: Workload, err: BaseException) -> Measurement:
+    if isinstance(err, NotImplementedError):
+        return Measurement(runner.name, w.name, "skipped", f"not supported: {err}", flops=w.flops)
+    tb = traceback.extract_tb(err.__traceback__)
+    where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+    return Measurement(runner.name, w.name, "error", f"{type(err).__name__}: {err}{where}", flops=w.flops)
+
+
+def _timed(fn: Callable[[], Any], n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def _prepare(runner: Runner, w: Workload, inputs: dict[str, np.ndarray], st: Settings) -> _Prepared | Measurement:
+    m = Measurement(runner.name, w.name, "ok", flops=w.flops)
+    be = runner.backend
+    try:
+        t0 = time.perf_counter()
+        out = block(call(be, w, inputs))
+        m.first_call_s = time.perf_counter() - t0
+        args = inputs
+        fn = lambda: block(call(be, w, args))  # noqa: E731
+        if is_device_array(out):
+            args = to_device(inputs)
+            m.device_inputs = True
+            fn()  # untimed: whatever device-resident inputs change (a retrace) happens here
+        t_warm = 0.0
+
+        def warm() -> None:
+            nonlocal t_warm
+            t_warm = _timed(fn, 1)
+
+        rss = None
+        if st.memory:
+            rss = memory.rss_peak_rise(warm)  # the first steady call: timed, and its memory measured
+        else:
+            warm()
+        m.warmup_calls, m.warmup_s, best = 1, t_warm, t_warm
+        if t_warm > st.slow_s:  # e.g. the reference on a big map: one sample is all it gets
+            m.capped, m.inner, m.samples = True, 1, [t_warm]
+            m.reason = f"capped: one call takes {t_warm:.2f} s > {st.slow_s:g} s, sampled once"
+        else:
+            while m.warmup_s < st.warmup_s:
+                t = _timed(fn, 1)
+                m.warmup_calls += 1
+                m.warmup_s += t
+                best = min(best, t)
+            m.inner = max(1, min(100_000, math.ceil(st.min_sample_s / max(best, 1e-9))))
+        if st.memory:
+            m.memory = {
+                "rss": rss,
+                "traced": None if m.capped else memory.traced_peak(fn),
+                "device": memory.device_peak(jax_devices(out)) if m.device_inputs else None,
+            }
+    except Exception as err:  # reported in the table, never fatal to the run
+        return _error(runner, w, err)
+    if m.capped:
+        return m
+    return _Prepared(runner, m, fn, best)
+
+
+def bench_workload(
+    runners: list[Runner],
+    w: Workload,
+    st: Settings,
+    on_step: Callable[[str], None] | None = None,
+) -> list[Measurement]:
+    """Measure ``w`` on every runner, interleaved. Unavailable runners are reported as skipped."""
+    inputs = make_inputs(w, st.seed)
+    done: dict[str, Measurement] = {}
+    active: list[_Prepared] = []
+    for r in runners:
+        if on_step:
+            on_step(f"{w.name}: {r.name} (first call)")
+        if not r.available:
+            done[r.name] = Measurement(r.name, w.name, "skipped", r.reason, flops=w.flops)
+            continue
+        if r.name == "reference" and w.flops > st.reference_max_flops:
+            why = f"capped: {w.flops / 1e9:.3g} GFLOP per call, above the reference's {st.reference_max_flops / 1e9:g}"
+            done[r.name] = Measurement(r.name, w.name, "skipped", why, flops=w.flops)
+            continue
+        p = _prepare(r, w, inputs, st)
+        if isinstance(p, Measurement):
+            done[r.name] = p
+        else:
+            active.append(p)
+    budget = st.budget_for(w)
+    rnd = 0
+    gc_was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        while active:
+            if on_step:
+                on_step(f"{w.name}: round {rnd + 1}")
+            order = active[rnd % len(active):] + active[: rnd % len(active)]
+            for p in order:
+                t0 = time.perf_counter()
+                p.m.samples.append(_timed(p.fn, p.m.inner))
+                p.spent += time.perf_counter() - t0
+            rnd += 1
+            active = [
+                p for p in active
+                if len(p.m.samples) < st.min_repeats
+                or (p.spent < budget and len(p.m.samples) < st.max_repeats)
+            ]
+            for p in order:
+                if p not in active:
+                    done[p.runner.name] = p.m
+    finally:
+        if gc_was:
+            gc.enable()
+    return [done[r.name] for r in runners]
