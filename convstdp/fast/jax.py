@@ -1,0 +1,362 @@
+"""The JAX backend: SPEC §3 jit-compiled for CPU and GPU, ``Precision.HIGHEST`` unless asked otherwise.
+
+``get_backend("jax")`` returns :class:`JaxBackend`; its operators take NumPy or JAX arrays and
+return ``jax.Array``. Every operator is one compiled program with the geometry static; the
+STDP update (LTP and LTD fused into one ``dK`` over the batch-stacked pairs, weights updated in
+the same program) and the whole SPEC §8 step (:meth:`JaxBackend.stdp_step`) are one dispatch
+each. (On CPU with stride 1 the two contractions stay separate: measured cheaper there.)
+
+Differentiable building blocks for user JAX code: :func:`deconv2d_fn` (``jax.grad`` gives this
+backend's ``dK``/``dX`` through a ``custom_vjp``; works under ``jit`` and ``vmap``),
+:func:`deconv2d_dk_fn`, :func:`deconv2d_dx_fn`.
+
+Dtypes (SPEC §4): float32 always; float64 only with ``jax_enable_x64`` on, otherwise a
+``TypeError`` says how to turn it on (JAX would silently compute in float32). Bool/int spikes
+are cast to the result dtype inside the program. Inputs are never donated unless the caller
+opts in with ``JaxBackend(donate_kernel=True)``, which invalidates a ``jax.Array`` kernel passed
+to ``stdp_update``/``stdp_step`` (its buffer is reused for ``W'``).
+
+Reduced precision is opt-in by name (``create_tf32_backend``, ``create_bf16_backend``): the
+backend then carries ``precision`` (``"tf32"``/``"bf16"``) and ``unit_roundoff`` (the
+per-product rounding unit the conformance harness scales its tolerance by).
+
+Why the programs look the way they do (measured with JAX 0.10.2; see ``_jax_formulations``):
+XLA's CPU kernel gradient of a strided transposed convolution is 5-10x slower than the
+matrix products it amounts to, so on CPU big problems use a stride-phase formulation run in
+batch chunks, while GPUs get the convolutions cuDNN is built for;
+explicit pads never go through ``lax.conv_transpose`` (whose pad meaning depends on
+``use_consistent_padding``) but through ``lax.conv_general_dilated``, where SPEC's
+"pads of the stride-dilated input" meaning is the only one; precision is passed explicitly on
+every product, because on NVIDIA GPUs JAX's float32 default is TF32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convstdp import geometry
+from convstdp.fast import _jax_formulations as F
+from convstdp.fast._jax_common import X64_HELP, device_names
+from convstdp.fast._jax_common import result_dtype as _result_dtype
+from convstdp.geometry import PaddingLike, StrideLike
+
+__all__ = [
+    "JaxBackend",
+    "create_backend",
+    "create_tf32_backend",
+    "create_bf16_backend",
+    "deconv2d_fn",
+    "deconv2d_dk_fn",
+    "deconv2d_dx_fn",
+    "PRECISION_MODES",
+]
+
+Pair = tuple[int, int]
+Pads = tuple[Pair, Pair]
+
+# name -> (numerics, declared unit roundoff of one product; None = the dtype's own)
+PRECISION_MODES: dict[str, tuple[F.Numerics, float | None]] = {
+    "highest": (F.Numerics(lax.Precision.HIGHEST), None),
+    # JAX's DEFAULT float32 precision: TF32 tensor cores on NVIDIA Ampere and later, plain
+    # float32 on CPU. 10 stored mantissa bits.
+    "tf32": (F.Numerics(lax.Precision.DEFAULT), 2.0**-11),
+    # Operands rounded to bfloat16 (7 stored mantissa bits), products accumulated in the result dtype.
+    "bf16": (F.Numerics(lax.Precision.DEFAULT, "bfloat16"), 2.0**-8),
+}
+
+# ------------------------------------------------------------------------------ compiled programs
+# Static: geometry, formulation, numerics, result dtype. Dynamic: arrays and the STDP scalars
+# (changing A_plus or eta does not recompile).
+
+_GEOM = ("stride", "pads", "size", "form", "num", "dtype")
+
+
+@partial(jax.jit, static_argnames=_GEOM)
+def _deconv2d_prog(x, kernel, *, stride, pads, size, form, num, dtype):
+    return F.deconv2d(x, kernel.astype(dtype), stride, pads, size, form, num)
+
+
+@partial(jax.jit, static_argnames=_GEOM)
+def _dk_prog(x, d_out, *, stride, pads, size, form, num, dtype):
+    return F.deconv2d_dk(x, d_out, size, stride, pads, form, num, dtype)
+
+
+@partial(jax.jit, static_argnames=_GEOM)
+def _dx_prog(kernel, d_out, *, stride, pads, size, form, num, dtype):
+    return F.deconv2d_dx(kernel.astype(dtype), d_out, stride, pads, size, num, form)
+
+
+def _stdp_update_body(
+    kernel, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, pads, size, form, num, dtype
+):
+    kernel = kernel.astype(dtype)
+    sc = tuple(jnp.asarray(v, dtype) for v in scalars)
+    dw = F.stdp_dw(pre_spike, pre_trace, post_spike, post_trace, sc, size, stride, pads, form, num, dtype)
+    return F.apply_update(kernel, dw, sc), dw
+
+
+def _stdp_step_body(
+    kernel, x, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, pads, size, form, num, dtype
+):
+    """SPEC §8 step: y = deconv2d(x, W); (W', dW) = stdp_update(W, ...); dX = dX(W', post_spike)."""
+    y = F.deconv2d(x, kernel.astype(dtype), stride, pads, size[1], form, num)
+    w_new, dw = _stdp_update_body(
+        kernel, pre_spike, pre_trace, post_spike, post_trace, scalars,
+        stride=stride, pads=pads, size=size[0], form=form, num=num, dtype=dtype,
+    )
+    dx = F.deconv2d_dx(w_new, post_spike, stride, pads, size[2], num, form)
+    return y, w_new, dw, dx
+
+
+_stdp_update_prog = jax.jit(_stdp_update_body, static_argnames=_GEOM)
+_stdp_update_prog_donating = jax.jit(_stdp_update_body, static_argnames=_GEOM, donate_argnums=(0,))
+_stdp_step_prog = jax.jit(_stdp_step_body, static_argnames=_GEOM)
+_stdp_step_prog_donating = jax.jit(_stdp_step_body, static_argnames=_GEOM, donate_argnums=(0,))
+
+
+# ------------------------------------------------------------------------------ the backend
+
+
+class JaxBackend:
+    """SPEC §3 on JAX. Arguments arrive normalised by :class:`convstdp.backends.Backend`.
+
+    ``precision``: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` (see ``PRECISION_MODES``).
+    ``formulation``: ``"auto"`` (per problem: ``"phase"`` for big problems on CPU, ``"conv"``
+    otherwise, GPU included), ``"conv"`` or ``"phase"`` (see ``_jax_formulations``).
+    ``donate_kernel``: let ``stdp_update``/``stdp_step`` reuse a ``jax.Array`` kernel's buffer
+    for ``W'`` (the caller's kernel is then deleted); off by default, since SPEC §4 promises
+    inputs are left intact.
+    """
+
+    name = "jax"
+
+    def __init__(self, precision: str = "highest", formulation: str = "auto", donate_kernel: bool = False) -> None:
+        if precision not in PRECISION_MODES:
+            raise ValueError(f"precision must be one of {sorted(PRECISION_MODES)}, got {precision!r}")
+        if formulation not in ("auto", "conv", "phase"):
+            raise ValueError(f"formulation must be 'auto', 'conv' or 'phase', got {formulation!r}")
+        self.precision = precision
+        self._num, self.unit_roundoff = PRECISION_MODES[precision]
+        self.formulation = formulation
+        self.donate_kernel = bool(donate_kernel)
+        self.platform = jax.default_backend()
+        import jaxlib
+
+        self.version = f"jax {jax.__version__}, jaxlib {jaxlib.__version__} ({self.platform}, precision {precision})"
+
+    def __repr__(self) -> str:
+        return f"JaxBackend(precision={self.precision!r}, formulation={self.formulation!r}, platform={self.platform!r})"
+
+    def devices(self) -> list[str]:
+        return device_names()
+
+    def _form(self, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
+        if self.formulation != "auto":
+            return self.formulation
+        return F.choose_formulation(self.platform, batch, out_size, ksize, channels, stride)
+
+    def _donate(self, kernel: Any) -> bool:
+        return self.donate_kernel and isinstance(kernel, jax.Array)
+
+    # -- operators (normalised arguments: stride (sh, sw), padding ((lo_h, hi_h), (lo_w, hi_w)))
+
+    def deconv2d(self, x: Any, kernel: Any, *, stride: Pair, padding: Pads) -> jax.Array:
+        """x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)`` → y ``(N,Ho,Wo,Co)``."""
+        dtype = _result_dtype(("x", "kernel"), (x, kernel))
+        n, h, w, ci = x.shape
+        kh, kw, _, co = kernel.shape
+        size = _out_size((h, w), (kh, kw), stride, padding)
+        form = self._form(n, size, (kh, kw), (ci, co), stride)
+        return _deconv2d_prog(x, kernel, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+
+    def deconv2d_dk(self, x: Any, d_out: Any, *, kernel_size: Pair, stride: Pair, padding: Pads) -> jax.Array:
+        """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)``."""
+        dtype = _result_dtype(("x", "d_out"), (x, d_out))
+        form = self._form(x.shape[0], tuple(d_out.shape[1:3]), kernel_size, (x.shape[3], d_out.shape[3]), stride)
+        return _dk_prog(x, d_out, stride=stride, pads=padding, size=kernel_size, form=form, num=self._num, dtype=dtype)
+
+    def deconv2d_dx(
+        self, kernel: Any, d_out: Any, *, stride: Pair, padding: Pads, input_shape: Sequence[int]
+    ) -> jax.Array:
+        """kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → dX ``(N,H,W,Ci)`` (``input_shape``)."""
+        dtype = _result_dtype(("kernel", "d_out"), (kernel, d_out))
+        size = (int(input_shape[1]), int(input_shape[2]))
+        kshape = tuple(kernel.shape)
+        form = self._form(d_out.shape[0], tuple(d_out.shape[1:3]), kshape[:2], kshape[2:], stride)
+        return _dx_prog(kernel, d_out, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+
+    def stdp_update(
+        self,
+        kernel: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: Pair,
+        padding: Pads,
+        A_plus: float,
+        A_minus: float,
+        eta: float,
+        pretrace_target: float,
+        w_decay: float,
+        w_bound: float,
+    ) -> tuple[jax.Array, jax.Array]:
+        """→ ``(W', dW)``, kernel-shaped; one compiled program (SPEC §3 ``stdp_update``)."""
+        arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
+        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), arrays)
+        ksize = tuple(kernel.shape[:2])
+        form = self._form(2 * pre_spike.shape[0], tuple(post_spike.shape[1:3]), ksize, tuple(kernel.shape[2:]), stride)
+        prog = _stdp_update_prog_donating if self._donate(kernel) else _stdp_update_prog
+        scalars = (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        return prog(*arrays, scalars, stride=stride, pads=padding, size=ksize, form=form, num=self._num, dtype=dtype)
+
+    def stdp_step(
+        self,
+        kernel: Any,
+        x: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: Pair,
+        padding: Pads,
+        A_plus: float,
+        A_minus: float,
+        eta: float,
+        pretrace_target: float,
+        w_decay: float,
+        w_bound: float,
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """SPEC §8 step in one dispatch → ``(y, W', dW, dX)``."""
+        arrays = (kernel, x, pre_spike, pre_trace, post_spike, post_trace)
+        dtype = _result_dtype(("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace"), arrays)
+        ksize = tuple(kernel.shape[:2])
+        out = tuple(post_spike.shape[1:3])
+        form = self._form(2 * pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride)
+        size = (ksize, out, tuple(x.shape[1:3]))
+        prog = _stdp_step_prog_donating if self._donate(kernel) else _stdp_step_prog
+        scalars = (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        return prog(*arrays, scalars, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+
+
+def _out_size(in_size: Pair, ksize: Pair, stride: Pair, pads: Pads) -> Pair:
+    return tuple(geometry.output_length(in_size[i], ksize[i], stride[i], *pads[i]) for i in range(2))  # type: ignore[return-value]
+
+
+def create_backend() -> JaxBackend:
+    """Registry factory for ``"jax"``: float32/float64 at ``Precision.HIGHEST``."""
+    return JaxBackend()
+
+
+def create_tf32_backend() -> JaxBackend:
+    """Opt-in ``"jax-tf32"``: JAX's default float32 precision (TF32 on NVIDIA GPUs)."""
+    return JaxBackend(precision="tf32")
+
+
+def create_bf16_backend() -> JaxBackend:
+    """Opt-in ``"jax-bf16"``: bfloat16 operands, float32 accumulation."""
+    return JaxBackend(precision="bf16")
+
+
+# ------------------------------------------------------------------------------ differentiable API
+
+
+def _form_for(formulation: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
+    if formulation != "auto":
+        return formulation
+    return F.choose_formulation(jax.default_backend(), batch, out_size, ksize, channels, stride)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _deconv2d_vjp(x, kernel, stride, pads, form, num):
+    size = _out_size(tuple(x.shape[1:3]), tuple(kernel.shape[:2]), stride, pads)
+    return F.deconv2d(x, kernel, stride, pads, size, form, num)
+
+
+def _deconv2d_vjp_fwd(x, kernel, stride, pads, form, num):
+    return _deconv2d_vjp(x, kernel, stride, pads, form, num), (x, kernel)
+
+
+def _deconv2d_vjp_bwd(stride, pads, form, num, res, g):
+    x, kernel = res
+    dx = F.deconv2d_dx(kernel, g.astype(kernel.dtype), stride, pads, tuple(x.shape[1:3]), num, form)
+    dk = F.deconv2d_dk(x, g.astype(x.dtype), tuple(kernel.shape[:2]), stride, pads, form, num)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_deconv2d_vjp.defvjp(_deconv2d_vjp_fwd, _deconv2d_vjp_bwd)
+
+
+def _float_operands(*arrays: Any) -> tuple[jax.Array, ...]:
+    if not jax.config.jax_enable_x64 and any(np.dtype(getattr(a, "dtype", "f4")) == np.float64 for a in arrays):
+        raise TypeError(f"float64 input; {X64_HELP}")
+    arrays = tuple(jnp.asarray(a) for a in arrays)
+    dtype = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    return tuple(a.astype(dtype) for a in arrays)
+
+
+def deconv2d_fn(
+    x: Any,
+    kernel: Any,
+    stride: StrideLike = 1,
+    padding: PaddingLike = "SAME",
+    *,
+    precision: str = "highest",
+    formulation: str = "auto",
+) -> jax.Array:
+    """Differentiable SPEC §3 ``deconv2d`` for JAX code: x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)``
+    → ``(N,Ho,Wo,Co)``.
+
+    ``jax.grad`` gives this backend's ``dX``/``dK`` (``custom_vjp``), so differentiating never
+    asks XLA for the gradient of a transposed convolution. Works under ``jit`` and ``vmap``
+    (shapes inside are the per-example rank-4 ones); stride and padding are static.
+    """
+    x, kernel = _float_operands(x, kernel)
+    g = geometry.check_deconv2d(x, kernel, stride, padding)
+    form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
+    return _deconv2d_vjp(x, kernel, g.stride, g.pads, form, PRECISION_MODES[precision][0])
+
+
+def deconv2d_dk_fn(
+    x: Any,
+    d_out: Any,
+    kernel_size: StrideLike,
+    stride: StrideLike = 1,
+    padding: PaddingLike = "SAME",
+    *,
+    precision: str = "highest",
+    formulation: str = "auto",
+) -> jax.Array:
+    """SPEC §3 ``dK`` for JAX code (traceable): x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → ``(kh,kw,Ci,Co)``."""
+    x, d_out = _float_operands(x, d_out)
+    g = geometry.check_deconv2d_dk(x, d_out, kernel_size, stride, padding)
+    form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
+    return F.deconv2d_dk(x, d_out, g.kernel_size, g.stride, g.pads, form, PRECISION_MODES[precision][0])
+
+
+def deconv2d_dx_fn(
+    kernel: Any,
+    d_out: Any,
+    stride: StrideLike = 1,
+    padding: PaddingLike = "SAME",
+    *,
+    input_shape: Sequence[int] | None = None,
+    precision: str = "highest",
+    formulation: str = "auto",
+) -> jax.Array:
+    """SPEC §3 ``dX`` for JAX code (traceable): kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → ``(N,H,W,Ci)``."""
+    kernel, d_out = _float_operands(kernel, d_out)
+    g = geometry.check_deconv2d_dx(kernel, d_out, stride, padding, input_shape)
+    form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
+    return F.deconv2d_dx(kernel, d_out, g.stride, g.pads, g.in_size, PRECISION_MODES[precision][0], form)
