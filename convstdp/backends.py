@@ -206,10 +206,7 @@ class Backend:
         """
         arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
         x = _array(x)
-        g = geometry.check_stdp_update(*arrays, stride, padding)
-        if tuple(x.shape) != g.x_shape:
-            raise ValueError(f"x has shape {tuple(x.shape)} but pre_spike has {g.x_shape}; both are (N, H, W, Ci)")
-        geometry.check_deconv2d(x, arrays[0], stride, padding)  # x's dtype
+        g = geometry.check_stdp_step(arrays[0], x, *arrays[1:], stride, padding)
         c = geometry.check_scalar
         params = dict(
             stride=g.stride,
@@ -373,3 +370,8 @@ def available_backends() -> dict[str, str]:
         except Exception as err:  # a broken factory is reported, not fatal to the listing
             status[name] = f"failed to load: {type(err).__name__}: {err}"
     return status
+
+
+# Reduced-precision JAX modes (SPEC §4): selectable by name, never run unless asked for.
+register_backend("jax-tf32", "convstdp.fast.jax:create_tf32_backend", default=False)
+register_backend("jax-bf16", "convstdp.fast.jax:create_bf16_backend", default=False)

@@ -14,7 +14,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "check_deconv2d_dk",
     "check_deconv2d_dx",
     "check_stdp_update",
+    "check_stdp_step",
     "check_scalar",
 ]
 
@@ -273,6 +274,41 @@ def _geometry_cached(
     return Geometry(n, (h, w), (kh, kw), ci, co, st, pads, out, dtype, padding_label(padding))
 
 
+_MEMO: dict[tuple, Geometry] = {}
+_MEMO_MAX = 4096
+
+
+def _signature(v: Any) -> Any:
+    dtype = getattr(v, "dtype", None)
+    if dtype is not None and hasattr(v, "shape"):
+        return (tuple(v.shape), dtype)
+    return _hashable(v)
+
+
+def _memoized(check):  # noqa: ANN001, ANN202
+    """Memoise a check on its arguments' shapes, dtypes and parameters: the result depends on nothing
+    else, and the per-call cost of re-validating dominates small online workloads. Failures are not
+    cached (they raise)."""
+
+    @wraps(check)
+    def memo(*args: Any, **kwargs: Any) -> Geometry:
+        try:
+            key = (check, *map(_signature, args), *((k, _signature(v)) for k, v in kwargs.items()))
+            return _MEMO[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable argument: validate without the memo
+            return check(*args, **kwargs)
+        result = check(*args, **kwargs)
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = result
+        return result
+
+    return memo
+
+
+@_memoized
 def check_deconv2d(x: Any, kernel: Any, stride: StrideLike, padding: PaddingLike) -> Geometry:
     """Validate ``deconv2d(x (N,H,W,Ci), kernel (kh,kw,Ci,Co))`` and resolve its geometry."""
     xs = _shape4("x", x, "(N, H, W, Ci)")
@@ -301,6 +337,7 @@ def _check_d_out(d_shape: tuple[int, ...], g: Geometry, what: str) -> None:
         )
 
 
+@_memoized
 def check_deconv2d_dk(
     x: Any, d_out: Any, kernel_size: StrideLike, stride: StrideLike, padding: PaddingLike
 ) -> Geometry:
@@ -314,6 +351,7 @@ def check_deconv2d_dk(
     return g
 
 
+@_memoized
 def check_deconv2d_dx(
     kernel: Any,
     d_out: Any,
@@ -365,6 +403,8 @@ def check_deconv2d_dx(
 
 def check_scalar(name: str, value: Any) -> float:
     """A real, finite-or-not Python/NumPy scalar (or 0-d array) → ``float``."""
+    if type(value) is float:
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if getattr(value, "shape", None) == () and np.dtype(getattr(value, "dtype", object)).kind in "iuf":
             return float(value)
@@ -372,6 +412,7 @@ def check_scalar(name: str, value: Any) -> float:
     return float(value)
 
 
+@_memoized
 def check_stdp_update(
     kernel: Any,
     pre_spike: Any,
@@ -409,4 +450,24 @@ def check_stdp_update(
         raise ValueError(
             f"post_spike has spatial size {posts[1:3]} but pre_spike {g.in_size} with {g.describe()} gives {g.out_size}"
         )
+    return g
+
+
+@_memoized
+def check_stdp_step(
+    kernel: Any,
+    x: Any,
+    pre_spike: Any,
+    pre_trace: Any,
+    post_spike: Any,
+    post_trace: Any,
+    stride: StrideLike,
+    padding: PaddingLike,
+) -> Geometry:
+    """Validate the SPEC §8 step: ``stdp_update``'s arrays plus ``x``, shaped like ``pre_spike``."""
+    g = check_stdp_update(kernel, pre_spike, pre_trace, post_spike, post_trace, stride, padding)
+    xs = _shape4("x", x, "(N, H, W, Ci)")
+    if xs != g.x_shape:
+        raise ValueError(f"x has shape {xs} but pre_spike has {g.x_shape}; both are (N, H, W, Ci)")
+    _dtype_of("x", x)
     return g

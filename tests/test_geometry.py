@@ -196,3 +196,17 @@ def test_unhashable_padding_is_accepted():
     geo = g.check_deconv2d(X, K, [2, 1], [[1, 0], [0, 2]])
     assert geo.pads == ((1, 0), (0, 2))
     assert geo.stride == (2, 1)
+
+
+def test_memoised_checks_key_on_shapes_dtypes_and_parameters():
+    a = g.check_deconv2d(X, K, 1, "SAME")
+    assert g.check_deconv2d(np.ones((2, 4, 4, 3)), K, 1, "SAME") is a  # values do not matter
+    assert g.check_deconv2d(X, K, 2, "SAME").out_size == (8, 8)
+    assert g.check_deconv2d(X.astype(np.float32), K.astype(np.float32), 1, "SAME").dtype == np.float32
+    for _ in range(2):  # a failure is never cached
+        with pytest.raises(ValueError, match="kernel has 2 input channels"):
+            g.check_deconv2d(X, np.zeros((3, 3, 2, 5)), 1, "SAME")
+    geo = g.check_stdp_step(K, X, X, X, np.zeros((2, 4, 4, 5)), np.zeros((2, 4, 4, 5)), 1, "SAME")
+    assert geo.y_shape == (2, 4, 4, 5)
+    with pytest.raises(ValueError, match=r"x has shape \(1, 4, 4, 3\) but pre_spike has \(2, 4, 4, 3\)"):
+        g.check_stdp_step(K, X[:1], X, X, np.zeros((2, 4, 4, 5)), np.zeros((2, 4, 4, 5)), 1, "SAME")
