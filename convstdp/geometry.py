@@ -285,7 +285,7 @@ def _signature(v: Any) -> Any:
     return _hashable(v)
 
 
-def _memoized(check):  # noqa: ANN001, ANN202
+def _memoized(check: Any) -> Any:
     """Memoise a check on its arguments' shapes, dtypes and parameters: the result depends on nothing
     else, and the per-call cost of re-validating dominates small online workloads. Failures are not
     cached (they raise)."""
