@@ -1,0 +1,232 @@
+"""The ``"numba"`` backend: SPEC §3 as parallel, race-free Numba kernels on the CPU.
+
+``get_backend("numba")`` validates each call (the shared layer) and then calls
+:class:`NumbaBackend` with explicit pads. Numba is imported only when the backend is created
+(:func:`create_backend`); the kernels live in :mod:`convstdp.fast._numba_kernels`, compiled on
+first use per dtype and cached on disk (``cache=True``), so later processes load them instead of
+recompiling. The fused :meth:`NumbaBackend.stdp_step` is one compiled call.
+
+Results are ``np.ndarray`` of the SPEC §4 dtype; bool/int spikes are cast to it first. float64
+results do not depend on the number of threads (see the kernels module for why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from convstdp import geometry
+from convstdp.backends import BackendUnavailable
+
+__all__ = ["NumbaBackend", "create_backend"]
+
+# Problems below this many multiply-adds (N·H·W·Ci·Co·kh·kw) run the serial drivers: a parallel
+# launch costs a few microseconds, more than such a problem takes on one core.
+SERIAL_BELOW = 2_000_000
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NULL = nullcontext()
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _dtype(*arrays: Any) -> np.dtype:
+    """SPEC §4 result dtype, with a fast path for the common all-same-float case."""
+    dt = arrays[0].dtype
+    if dt in _FLOATS and all(a.dtype == dt for a in arrays[1:]):
+        return np.dtype(dt)
+    return geometry.result_dtype(*(np.dtype(a.dtype) for a in arrays))
+
+
+def _c(a: Any, dt: np.dtype) -> np.ndarray:
+    """``a`` as a C-contiguous ndarray of ``dt`` (no copy when it already is one)."""
+    if a.__class__ is np.ndarray and a.dtype == dt and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=dt)
+
+
+# dK partial sums: at most this many chunks (a constant, so results never depend on threads).
+MAX_CHUNKS = 32
+
+
+def _chunks(rows: int, acc_size: int, operand_size: int) -> int:
+    """Number of dK partial sums: a function of the shapes only, never of the thread count.
+
+    Capped so the partials (``acc_size`` elements each) stay within the operands' size.
+    """
+    return max(1, min(rows, MAX_CHUNKS, operand_size // max(1, acc_size)))
+
+
+def _acc_size(kernel_shape: tuple[int, ...], sw: int) -> int:
+    kh, kw, ci, co = kernel_shape
+    return kh * ci * co * (kw + sw * ((kw + sw - 1) // sw))
+
+
+class NumbaBackend:
+    """SPEC §3 operators compiled by Numba; NHWC/HWIO ``np.ndarray`` in and out."""
+
+    name = "numba"
+    precision = "highest"
+
+    def __init__(self) -> None:
+        import numba
+
+        from convstdp.fast import _numba_kernels as kern
+
+        self._numba = numba
+        self._k = kern
+        self.version = f"numba {numba.__version__}"
+
+    def devices(self) -> list[str]:
+        return [f"cpu ({self._numba.get_num_threads()} threads)"]
+
+    def _serial(self, macs: int) -> bool:
+        return macs < SERIAL_BELOW or self._numba.get_num_threads() == 1
+
+    def _schedule(self, par: bool) -> Any:
+        """Around parallel kernels: dynamic scheduling, one row (or chunk) at a time.
+
+        Numba's default static split makes a parallel loop wait for a descheduled thread's whole
+        share, which on a shared machine (2 cores, other jobs) cost several times the work. Which
+        thread runs an iteration never changes a result: every iteration owns its outputs.
+        """
+        return self._dynamic() if par else _NULL
+
+    @contextmanager
+    def _dynamic(self) -> Iterator[None]:
+        old = self._numba.set_parallel_chunksize(1)
+        try:
+            yield
+        finally:
+            self._numba.set_parallel_chunksize(old)
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def deconv2d(self, x: Any, kernel: Any, *, stride: tuple[int, int], padding: Pads) -> np.ndarray:
+        """x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)`` → y ``(N,Ho,Wo,Co)``."""
+        dt = _dtype(x, kernel)
+        x, kernel = _c(x, dt), _c(kernel, dt)
+        (lo_h, hi_h), (lo_w, hi_w) = padding
+        par = not self._serial(x.size * kernel.size // max(1, x.shape[3]))
+        with self._schedule(par):
+            offs, ent = self._k.row_lists(x, par)
+            return self._k.deconv_rows(x, offs, ent, kernel, stride[0], stride[1], lo_h, hi_h, lo_w, hi_w, par)
+
+    def deconv2d_dx(
+        self, kernel: Any, d_out: Any, *, stride: tuple[int, int], padding: Pads, input_shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → dX ``(N,H,W,Ci)`` (``input_shape``)."""
+        dt = _dtype(kernel, d_out)
+        kernel, d_out = _c(kernel, dt), _c(d_out, dt)
+        n, h, w, _ = input_shape
+        par = not self._serial(n * h * w * kernel.size)
+        with self._schedule(par):
+            offs, ent = self._k.row_lists(d_out, par)
+            return self._k.dx_rows(kernel, d_out, offs, ent, h, w, stride[0], stride[1], padding[0][0], padding[1][0],
+                                   par)
+
+    def deconv2d_dk(
+        self, x: Any, d_out: Any, *, kernel_size: tuple[int, int], stride: tuple[int, int], padding: Pads
+    ) -> np.ndarray:
+        """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)``.
+
+        The pass is driven by the non-zeros of whichever operand has fewer of them (by share).
+        """
+        dt = _dtype(x, d_out)
+        x, d_out = _c(x, dt), _c(d_out, dt)
+        kh, kw = kernel_size
+        n, h, w, ci = x.shape
+        k_shape = (kh, kw, ci, d_out.shape[3])
+        by_d = bool(d_out.size) and bool(np.count_nonzero(d_out) * x.size < np.count_nonzero(x) * d_out.size)
+        par = not self._serial(n * h * w * kh * kw * ci * d_out.shape[3])
+        chunks = _chunks(n * h, _acc_size(k_shape, stride[1]), x.size + d_out.size)
+        with self._schedule(par):
+            offs, ent = self._k.row_lists(d_out if by_d else x, par)
+            _, dk = self._k.dk_core(x, d_out, offs, ent, x, d_out, offs, ent, np.zeros(k_shape, dtype=dt), stride[0],
+                                    stride[1], padding[0][0], padding[1][0], chunks, 0.0, by_d, not by_d, 1.0, 1.0,
+                                    0.0, 0.0, 0.0, par)
+        return dk
+
+    def stdp_update(
+        self,
+        kernel: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: tuple[int, int],
+        padding: Pads,
+        A_plus: float,
+        A_minus: float,
+        eta: float,
+        pretrace_target: float,
+        w_decay: float,
+        w_bound: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(W', dW)``, both ``(kh,kw,Ci,Co)``: LTP and LTD in one pass over the rows."""
+        dt = _dtype(kernel, pre_spike, pre_trace, post_spike, post_trace)
+        kernel, pre_spike, pre_trace = _c(kernel, dt), _c(pre_spike, dt), _c(pre_trace, dt)
+        post_spike, post_trace = _c(post_spike, dt), _c(post_trace, dt)
+        n, h = pre_spike.shape[0], pre_spike.shape[1]
+        par = not self._serial(pre_spike.size * kernel.size // max(1, kernel.shape[2]))
+        chunks = _chunks(n * h, _acc_size(kernel.shape, stride[1]), pre_spike.size + post_spike.size)
+        k = self._k
+        with self._schedule(par):
+            pre_offs, pre_ent = k.row_lists(pre_spike, par)
+            post_offs, post_ent = k.row_lists(post_spike, par)
+            return k.dk_core(pre_trace, post_spike, post_offs, post_ent, pre_spike, post_trace, pre_offs, pre_ent,
+                             kernel, stride[0], stride[1], padding[0][0], padding[1][0], chunks, pretrace_target,
+                             True, True, A_plus, -A_minus, eta, w_decay, w_bound, par)
+
+    def stdp_step(
+        self,
+        kernel: Any,
+        x: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: tuple[int, int],
+        padding: Pads,
+        A_plus: float,
+        A_minus: float,
+        eta: float,
+        pretrace_target: float,
+        w_decay: float,
+        w_bound: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """SPEC §8 step ``(y, W', dW, dX)`` in one compiled call when all six arrays share a dtype."""
+        dt = kernel.dtype
+        same = dt in _FLOATS and all(a.dtype == dt for a in (x, pre_spike, pre_trace, post_spike, post_trace))
+        if not same:  # mixed dtypes: each operator has its own SPEC §4 result dtype
+            params = dict(A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target,
+                          w_decay=w_decay, w_bound=w_bound)
+            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
+            w_new, dw = self.stdp_update(kernel, pre_spike, pre_trace, post_spike, post_trace,
+                                         stride=stride, padding=padding, **params)
+            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
+            return y, w_new, dw, dx
+        x_is_pre = x is pre_spike
+        kernel, x, pre_spike, pre_trace = _c(kernel, dt), _c(x, dt), _c(pre_spike, dt), _c(pre_trace, dt)
+        post_spike, post_trace = _c(post_spike, dt), _c(post_trace, dt)
+        (lo_h, hi_h), (lo_w, hi_w) = padding
+        par = not self._serial(x.size * kernel.size // max(1, kernel.shape[2]))
+        chunks = _chunks(x.shape[0] * x.shape[1], _acc_size(kernel.shape, stride[1]), x.size + post_spike.size)
+        with self._schedule(par):
+            return self._k.stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, x_is_pre, stride[0],
+                                     stride[1], lo_h, hi_h, lo_w, hi_w, chunks, A_plus, A_minus, eta, pretrace_target,
+                                     w_decay, w_bound, par)
+
+
+def create_backend() -> NumbaBackend:
+    """The ``"numba"`` backend; raises :class:`BackendUnavailable` when Numba cannot be imported."""
+    try:
+        import numba  # noqa: F401
+    except ImportError as err:
+        raise BackendUnavailable(f"numba is not installed ({err}); pip install 'convstdp[numba]'") from err
+    return NumbaBackend()
