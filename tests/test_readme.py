@@ -1,0 +1,32 @@
+"""The README's Python example runs as written and gives what it says."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convstdp
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs():
+    if convstdp.available_backends()["numba"] != "ok":
+        pytest.skip("the example uses the numba backend, which is unavailable here")
+    code = re.search(r"## In Python\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["y"].shape == (8, 28, 28, 4)
+    assert scope["dX"].shape == (8, 14, 14, 16)
+    assert scope["W_new"].dtype == np.float32
+    assert 0.01 <= scope["W_new"].min() and scope["W_new"].max() <= 0.99  # w_bound = 1 clips
+
+
+def test_quick_start_has_two_commands_and_ci_runs_the_test_command():
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert len(commands) == 2
+    ci = (README.parent / ".ci" / "run").read_text()
+    install, test = commands[1].split(" && ")
+    assert test in ci and install.replace("pip install", "pip install --quiet") in ci
