@@ -79,40 +79,27 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _positive_pair(name: str, value: Any, pair: str) -> Pair:
+    """``int`` or a pair of ints → a pair, each ``>= 1``; errors name ``name`` and its form."""
+    if _is_int(value):
+        out = (int(value), int(value))
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(_is_int, value)):
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be a positive int or a pair {pair} of them, got {value!r}")
+    if min(out) < 1:
+        raise ValueError(f"{name} must be >= 1 on each axis, got {value!r}")
+    return out
+
+
 def normalize_stride(stride: StrideLike) -> Pair:
     """``int`` or ``(sh, sw)`` → ``(sh, sw)``, each a positive int."""
-    if _is_int(stride):
-        pair = (int(stride), int(stride))
-    elif (
-        isinstance(stride, Sequence)
-        and not isinstance(stride, str)
-        and len(stride) == 2
-        and all(_is_int(v) for v in stride)
-    ):
-        pair = (int(stride[0]), int(stride[1]))
-    else:
-        raise TypeError(f"stride must be a positive int or a pair (sh, sw) of them, got {stride!r}")
-    if min(pair) < 1:
-        raise ValueError(f"stride must be >= 1 on each axis, got {stride!r}")
-    return pair
+    return _positive_pair("stride", stride, "(sh, sw)")
 
 
 def normalize_kernel_size(kernel_size: StrideLike) -> Pair:
     """``int`` or ``(kh, kw)`` → ``(kh, kw)``, each a positive int."""
-    if _is_int(kernel_size):
-        pair = (int(kernel_size), int(kernel_size))
-    elif (
-        isinstance(kernel_size, Sequence)
-        and not isinstance(kernel_size, str)
-        and len(kernel_size) == 2
-        and all(_is_int(v) for v in kernel_size)
-    ):
-        pair = (int(kernel_size[0]), int(kernel_size[1]))
-    else:
-        raise TypeError(f"kernel_size must be a positive int or a pair (kh, kw) of them, got {kernel_size!r}")
-    if min(pair) < 1:
-        raise ValueError(f"kernel_size must be >= 1 on each axis, got {kernel_size!r}")
-    return pair
+    return _positive_pair("kernel_size", kernel_size, "(kh, kw)")
 
 
 def _normalize_padding(padding: PaddingLike) -> str | Pads:

@@ -7,9 +7,9 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
+from convstdp import environment
 from convstdp.bench.peers import cpu_count
 
 LIBRARIES = ("convstdp", "numpy", "scipy", "numba", "jax", "jaxlib", "ngclearn", "torch", "matplotlib",
@@ -20,24 +20,11 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return environment.cpu_model()
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            out[lib] = None
-    return out
+    return environment.library_versions(LIBRARIES)
 
 
 def blas_info() -> list[dict[str, Any]] | str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ from convstdp.conformance import tolerance as tol
 from convstdp.conformance.cases import Case, coverage
 from convstdp.conformance.checks import OPERATOR_NAMES, Result
 from convstdp.conformance.harness import BackendRun
+from convstdp.environment import cpu_model, library_versions
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SummaryRow", "summarize", "summary_table", "environment", "to_json", "markdown"]
 
@@ -97,33 +97,15 @@ def summary_table(rows: Sequence[SummaryRow]) -> tuple[list[str], list[list[str]
     return header, body
 
 
-def _version(lib: str) -> str | None:
-    try:
-        return importlib.metadata.version(lib)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict[str, Any]:
     """Versions of convstdp, Python and the backend libraries; platform and CPU."""
     return {
         "convstdp": convstdp.__version__,
         "python": sys.version.split()[0],
-        "libraries": {lib: v for lib in _LIBS if (v := _version(lib)) is not None},
+        "libraries": {lib: v for lib, v in library_versions(_LIBS).items() if v is not None},
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
     }
 
