@@ -228,10 +228,44 @@ def test_results_do_not_depend_on_the_thread_count():
     from convstdp.fast import _numba_kernels as kern
 
     pads = geometry.resolve_pads((kh, kw), geometry.normalize_stride(stride), padding)
-    args = (k, pre_s, pre_s, pre_t, post_s, post_t, True, 2, 1, pads[0][0], pads[0][1], pads[1][0], pads[1][1], 7,
-            0.7, 0.45, 0.3, 0.2, 0.05, 1.2)
-    for a, b in zip(kern.stdp_step(*args, True), kern.stdp_step(*args, False), strict=True):
-        assert np.array_equal(a, b)
+    y_shape = BE.deconv2d(pre_s, k, **kw_).shape
+
+    def fused(par, list_len):  # outputs and scratch start as garbage: every output element must be written
+        outs = tuple(np.full(shape, np.nan) for shape in (y_shape, k.shape, k.shape, pre_s.shape))
+        lists = (np.full(list_len, -1, dtype=np.int64), np.full(list_len, -1, dtype=np.int64))
+        acc = np.full(7 * kh * ci * co * (kw + 2 * kw), np.nan)
+        kern.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, *outs, lists[0], *lists, acc, True, 2, 1, pads[0][0],
+                       pads[1][0], 7, 0.7, 0.45, 0.3, 0.2, 0.05, 1.2, par)
+        return outs
+
+    # list scratch: large enough (used), or too short (the kernel allocates its own)
+    results = [fused(par, size) for par in (True, False) for size in (post_s.size + n * post_s.shape[1], 3)]
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert not np.isnan(a).any()
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_row_lists_hold_the_non_zeros_of_each_row(density):
+    """Row lists match ``np.nonzero`` per row, in the scratch buffer (upper bound) or a fresh array."""
+    from convstdp.fast import _numba_kernels as kern
+
+    rng = np.random.default_rng(11)
+    a = (rng.random((3, 4, 5, 6)) < density) * rng.uniform(-2.0, 3.0, (3, 4, 5, 6))
+    a[0, 0, 0, :2] = (-0.0, np.nan)  # -0.0 is a zero, NaN is not
+    rows = a.reshape(12, 30)
+    for par in (True, False):
+        for buf in (np.full(a.size + 12, -7, dtype=np.int64), np.empty(0, dtype=np.int64)):
+            offs, ent = kern.row_lists(a, buf, par)
+            assert offs[0] == 0 and offs[-1] == len(ent)
+            for r in range(12):
+                got = ent[offs[r]:offs[r + 1] - 1]
+                j = np.flatnonzero(rows[r] != 0)
+                np.testing.assert_array_equal(got >> 32, j // 6)
+                np.testing.assert_array_equal(got & 0xFFFFFFFF, j % 6)
+            if buf.size:
+                assert np.shares_memory(ent, buf)
 
 
 def test_empty_batch():

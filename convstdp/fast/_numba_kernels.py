@@ -18,8 +18,8 @@ from the reference (SPEC allows it); nothing loops on values, so nothing can han
 
 **Race-free parallelism.** Each parallel iteration owns what it writes:
 
-- ``deconv2d``: one iteration per output row ``(n, p)``;
-- ``dX``: one iteration per input row ``(n, h)``;
+- ``deconv2d``: each output row ``(n, p)`` belongs to one iteration (a block of consecutive rows);
+- ``dX``: each input row ``(n, h)`` belongs to one iteration (a block of consecutive rows);
 - ``dK``: rows are cut into chunks fixed by the shapes alone (never by the thread count); each
   chunk owns a partial sum, and the partials are added in chunk order.
 
@@ -34,43 +34,50 @@ from numba import njit, prange
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 _PAR = dict(_JIT, parallel=True)
+_LIST_BLOCKS = 16  # parallel tasks of a row-list build
+_ROW_BLOCKS = 128  # at most this many parallel tasks (blocks of rows) for deconv and dX
 
 
 # ------------------------------------------------------------------------------------- helpers
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _axpy(dst, do, src, so, alpha, n):
     """``dst[do:do+n] += alpha * src[so:so+n]`` on flat arrays.
 
-    Short runs take a plain loop; long ones index with unsigned integers, which lets LLVM
-    vectorise (signed indices carry a wrap-around select that blocks it). Measured: both paths
-    matter, e.g. 5-long runs (Co = 1) and 96-long ones (3 taps x 32 channels).
+    Indices are unsigned, which lets LLVM vectorise the long runs (signed indices carry a
+    wrap-around select that blocks it); short runs take a plain ``while`` loop, measured faster than
+    ``range`` there. Both paths matter, e.g. 5-long runs (Co = 1) and 96-long ones (3 taps x 32
+    channels). Inlined (``inline="always"``): a call per run cost ~20 % of the small step.
     """
+    d = np.uint64(do)
+    s = np.uint64(so)
     if n < 16:
-        for j in range(n):
-            dst[do + j] += alpha * src[so + j]
+        j = np.uint64(0)
+        while j < np.uint64(n):
+            dst[d + j] += alpha * src[s + j]
+            j += np.uint64(1)
     else:
-        d = np.uint64(do)
-        s = np.uint64(so)
         for j in range(np.uint64(n)):
             dst[d + j] += alpha * src[s + j]
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _axpy_shift(dst, do, src, so, alpha, c, n):
     """``dst[do:do+n] += alpha * (src[so:so+n] - c)``, as :func:`_axpy`."""
+    d = np.uint64(do)
+    s = np.uint64(so)
     if n < 16:
-        for j in range(n):
-            dst[do + j] += alpha * (src[so + j] - c)
+        j = np.uint64(0)
+        while j < np.uint64(n):
+            dst[d + j] += alpha * (src[s + j] - c)
+            j += np.uint64(1)
     else:
-        d = np.uint64(do)
-        s = np.uint64(so)
         for j in range(np.uint64(n)):
             dst[d + j] += alpha * (src[s + j] - c)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _zero(a, lo, hi):
     """``a[lo:hi] = 0`` (a plain loop: in a ``parallel=True`` function an array expression or
     ``np.zeros`` would become a parallel loop of its own, launched even on the serial path)."""
@@ -78,7 +85,7 @@ def _zero(a, lo, hi):
         a[j] = 0
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _first_tap(t, s):
     """Smallest tap ``a >= 0`` with ``t + a`` a non-negative multiple of ``s``."""
     a = (-t) % s
@@ -90,51 +97,62 @@ def _first_tap(t, s):
 # ------------------------------------------------------------------------------------- row lists
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _count_row(a1, r, L):
     c = 0
-    base = r * L
-    for j in range(L):
-        if a1[base + j] != 0:
-            c += 1
+    base = np.uint64(r * L)
+    for j in range(np.uint64(L)):
+        c += np.int64(a1[base + j] != 0)  # branch-free: vectorises (a branch mispredicts on spikes)
     return c
 
 
-@njit(**_JIT)
-def _fill_row(a1, r, C, D, ent, off):
-    c = 0
-    base = r * C * D
-    for u in range(C):
-        for d in range(D):
-            ent[off + c] = (u << 32) | d  # branch-free: always written, kept when non-zero (slack slot)
-            if a1[base + u * D + d] != 0:
-                c += 1
+@njit(inline="always", **_JIT)
+def _fill_row(a1, r, code, ent, off):
+    c = off
+    L = code.size
+    base = np.uint64(r * L)
+    for j in range(np.uint64(L)):
+        ent[c] = code[j]  # branch-free: always written, kept when non-zero (slack slot)
+        c += np.int64(a1[base + j] != 0)
 
 
 @njit(**_PAR)
-def row_lists(a, par):
+def row_lists(a, buf, par):
     """Non-zeros of ``a`` ``(N, R, C, D)`` per row ``(n, r)``: row ``k`` holds ``(c << 32) | d`` of
-    its non-zeros at ``ent[offs[k] : offs[k+1] - 1]`` (one slack slot per row)."""
+    its non-zeros at ``ent[offs[k] : offs[k+1] - 1]`` (one slack slot per row).
+
+    ``ent`` is a prefix of ``buf`` (int64, any contents) when ``buf`` is long enough (``a.size + N*R``
+    always is), else a new array. Only the prefix is touched, so a large ``buf`` from NumPy's allocator
+    costs address space, not page faults (Numba's own allocations are page-faulted in 4 KiB pages).
+    """
     rows = a.shape[0] * a.shape[1]
     L = a.shape[2] * a.shape[3]
     a1 = a.reshape(-1)
     offs = np.empty(rows + 1, dtype=np.int64)
+    # parallel loops over blocks of rows: rows cost the same, and one row is too small a task
+    blocks = min(rows, _LIST_BLOCKS)
     if par:
-        for r in prange(rows):
-            offs[r + 1] = _count_row(a1, r, L)
+        for b in prange(blocks):
+            for r in range((b * rows) // blocks, ((b + 1) * rows) // blocks):
+                offs[r + 1] = _count_row(a1, r, L)
     else:
         for r in range(rows):
             offs[r + 1] = _count_row(a1, r, L)
     offs[0] = 0
     for r in range(rows):
         offs[r + 1] += offs[r] + 1
-    ent = np.empty(offs[rows], dtype=np.int64)
+    ent = buf[: offs[rows]] if buf.size >= offs[rows] else np.empty(offs[rows], dtype=np.int64)
+    code = np.empty(L, dtype=np.int64)  # entry of each position in a row (one flat loop per row)
+    for c in range(a.shape[2]):
+        for d in range(a.shape[3]):
+            code[c * a.shape[3] + d] = (c << 32) | d
     if par:
-        for r in prange(rows):
-            _fill_row(a1, r, a.shape[2], a.shape[3], ent, offs[r])
+        for b in prange(blocks):
+            for r in range((b * rows) // blocks, ((b + 1) * rows) // blocks):
+                _fill_row(a1, r, code, ent, offs[r])
     else:
         for r in range(rows):
-            _fill_row(a1, r, a.shape[2], a.shape[3], ent, offs[r])
+            _fill_row(a1, r, code, ent, offs[r])
     return offs, ent
 
 
@@ -196,18 +214,19 @@ def _deconv_row(x1, offs, ent, kr, y1, n, p, H, W, Ci, kh, kw, Co, Ho, Wo, sh, s
 
 
 @njit(**_PAR)
-def deconv_rows(x, offs, ent, k, sh, sw, lo_h, hi_h, lo_w, hi_w, par):
-    """``y = deconv2d(x, k)`` given the row lists of ``x``."""
+def deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par):
+    """``y = deconv2d(x, k)`` into ``y`` ``(N, Ho, Wo, Co)`` (any contents: each row is zeroed by its
+    owner) given the row lists of ``x``."""
     N, H, W, Ci = x.shape
     kh, kw, Co = k.shape[0], k.shape[1], k.shape[3]
-    Ho = (H - 1) * sh + lo_h + hi_h - kh + 2
-    Wo = (W - 1) * sw + lo_w + hi_w - kw + 2
-    y = np.empty((N, Ho, Wo, Co), dtype=x.dtype)  # each row zeroed by its owner
+    Ho, Wo = y.shape[1], y.shape[2]
     kr = _kernel_rev(k)
     x1, y1 = x.reshape(-1), y.reshape(-1)
     if par:
-        for r in prange(N * Ho):
-            _deconv_row(x1, offs, ent, kr, y1, r // Ho, r % Ho, H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w)
+        blocks = min(N * Ho, _ROW_BLOCKS)
+        for blk in prange(blocks):
+            for r in range((blk * N * Ho) // blocks, ((blk + 1) * N * Ho) // blocks):
+                _deconv_row(x1, offs, ent, kr, y1, r // Ho, r % Ho, H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w)
     else:
         for r in range(N * Ho):
             _deconv_row(x1, offs, ent, kr, y1, r // Ho, r % Ho, H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w)
@@ -254,18 +273,21 @@ def _dx_row(d1, offs, ent, kp, dx1, cols, n, h, H, W, Ci, kh, Co, Ho, Wo, sh, lo
 
 
 @njit(**_PAR)
-def dx_rows(k, d, offs, ent, H, W, sh, sw, lo_h, lo_w, par):
-    """``dX = deconv2d_dx(k, d)`` given the row lists of ``d``; dX is ``(N, H, W, Ci)``."""
+def dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
+    """``dX = deconv2d_dx(k, d)`` into ``dx`` ``(N, H, W, Ci)`` (any contents: each row is zeroed by
+    its owner) given the row lists of ``d``."""
     N, Ho, Wo, Co = d.shape
     kh, kw, Ci = k.shape[0], k.shape[1], k.shape[2]
+    H, W = dx.shape[1], dx.shape[2]
     M = (kw + sw - 1) // sw
-    dx = np.empty((N, H, W, Ci), dtype=d.dtype)  # each row zeroed by its owner
     kp = _kernel_phase(k, sw)
     d1, dx1 = d.reshape(-1), dx.reshape(-1)
     cols = _phase_cols(Wo, W, kw, sw, lo_w)
     if par:
-        for r in prange(N * H):
-            _dx_row(d1, offs, ent, kp, dx1, cols, r // H, r % H, H, W, Ci, kh, Co, Ho, Wo, sh, lo_h, sw * M)
+        blocks = min(N * H, _ROW_BLOCKS)
+        for blk in prange(blocks):
+            for r in range((blk * N * H) // blocks, ((blk + 1) * N * H) // blocks):
+                _dx_row(d1, offs, ent, kp, dx1, cols, r // H, r % H, H, W, Ci, kh, Co, Ho, Wo, sh, lo_h, sw * M)
     else:
         for r in range(N * H):
             _dx_row(d1, offs, ent, kp, dx1, cols, r // H, r % H, H, W, Ci, kh, Co, Ho, Wo, sh, lo_h, sw * M)
@@ -359,15 +381,18 @@ def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, 
 
 
 @njit(**_PAR)
-def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, sh, sw, lo_h, lo_w, chunks,
+def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, buf, sh, sw, lo_h, lo_w, chunks,
             tgt, use1, use2, s1, s2, eta, w_decay, w_bound, par):
-    """``(W', dW)``: ``dW = s1·dK(x1 - tgt, d1) + s2·dK(x2, d2)``, ``W' = W + eta·dW`` (decay, clip)."""
+    """Into ``w_out``, ``dw`` (shape of ``w_in``): ``dW = s1·dK(x1 - tgt, d1) + s2·dK(x2, d2)``,
+    ``W' = W + eta·dW`` (decay, clip). The per-chunk partials live in ``buf`` (dtype of ``x1``, any
+    contents, at least ``chunks·(kh·Ci·Co·(kw + sw·M))`` long; each chunk zeroes its own)."""
     kh, kw, Ci, Co = w_in.shape
     N, H, W = x1.shape[0], x1.shape[1], x1.shape[2]
     Ho, Wo = d1.shape[1], d1.shape[2]
     M = (kw + sw - 1) // sw
-    acc1 = np.empty((chunks, kh * Co * sw * M * Ci if use1 else 0), dtype=x1.dtype)  # zeroed by each chunk
-    acc2 = np.empty((chunks, kh * Ci * kw * Co if use2 else 0), dtype=x1.dtype)
+    n1, n2 = kh * Co * sw * M * Ci if use1 else 0, kh * Ci * kw * Co if use2 else 0
+    acc1 = buf[: chunks * n1].reshape((chunks, n1))
+    acc2 = buf[chunks * n1 : chunks * (n1 + n2)].reshape((chunks, n2))
     tgt_a = np.empty(1, dtype=x1.dtype)
     tgt_a[0] = tgt
     tgt_c = tgt_a[0]
@@ -390,28 +415,26 @@ def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, sh, sw, lo_h
             for item in range((c * items) // chunks, ((c + 1) * items) // chunks):
                 _dk_item(x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, a1, a2, cols, item,
                          H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, sw * M)
-    dw = np.empty(w_in.shape, dtype=x1.dtype)
-    w_out = np.empty(w_in.shape, dtype=x1.dtype)
     _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, dw, w_out, sw, M)
-    return w_out, dw
 
 
 # ------------------------------------------------------------------------------------- fused step
 
 
 @njit(**_JIT)
-def stdp_step(k, x, pre_s, pre_t, post_s, post_t, x_is_pre, sh, sw, lo_h, hi_h, lo_w, hi_w, chunks,
-              A_plus, A_minus, eta, tgt, w_decay, w_bound, par):
-    """SPEC §8: ``y = deconv2d(x, K)``, ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``."""
-    pre_offs, pre_ent = row_lists(pre_s, par)
-    post_offs, post_ent = row_lists(post_s, par)
+def stdp_step(k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_buf, post_buf, acc_buf, x_is_pre,
+              sh, sw, lo_h, lo_w, chunks, A_plus, A_minus, eta, tgt, w_decay, w_bound, par):
+    """SPEC §8 into ``y``, ``w_out``, ``dw``, ``dx``: ``y = deconv2d(x, K)``,
+    ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``; scratch as in :func:`row_lists`
+    (``x_buf`` unused when ``x_is_pre``) and :func:`dk_core`."""
+    pre_offs, pre_ent = row_lists(pre_s, pre_buf, par)
+    post_offs, post_ent = row_lists(post_s, post_buf, par)
     if x_is_pre:
-        y = deconv_rows(x, pre_offs, pre_ent, k, sh, sw, lo_h, hi_h, lo_w, hi_w, par)
+        deconv_rows(x, pre_offs, pre_ent, k, y, sh, sw, lo_h, lo_w, par)
     else:
-        x_offs, x_ent = row_lists(x, par)
-        y = deconv_rows(x, x_offs, x_ent, k, sh, sw, lo_h, hi_h, lo_w, hi_w, par)
+        x_offs, x_ent = row_lists(x, x_buf, par)
+        deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, par)
     on = chunks > 0  # a run-time True (a literal would compile a second dk_core)
-    w_out, dw = dk_core(pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, sh, sw, lo_h, lo_w,
-                        chunks, tgt, on, on, A_plus, -A_minus, eta, w_decay, w_bound, par)
-    dx = dx_rows(w_out, post_s, post_offs, post_ent, x.shape[1], x.shape[2], sh, sw, lo_h, lo_w, par)
-    return y, w_out, dw, dx
+    dk_core(pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, w_out, dw, acc_buf, sh, sw, lo_h,
+            lo_w, chunks, tgt, on, on, A_plus, -A_minus, eta, w_decay, w_bound, par)
+    dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, par)

@@ -60,9 +60,34 @@ def _chunks(rows: int, acc_size: int, operand_size: int) -> int:
     return max(1, min(rows, MAX_CHUNKS, operand_size // max(1, acc_size)))
 
 
+def _y_shape(x_shape: tuple[int, ...], k_shape: tuple[int, ...], stride: tuple[int, int], padding: Pads
+             ) -> tuple[int, int, int, int]:
+    """``deconv2d`` output shape ``(N, Ho, Wo, Co)`` for explicit pads."""
+    (lo_h, hi_h), (lo_w, hi_w) = padding
+    return (x_shape[0], geometry.output_length(x_shape[1], k_shape[0], stride[0], lo_h, hi_h),
+            geometry.output_length(x_shape[2], k_shape[1], stride[1], lo_w, hi_w), k_shape[3])
+
+
 def _acc_size(kernel_shape: tuple[int, ...], sw: int) -> int:
     kh, kw, ci, co = kernel_shape
     return kh * ci * co * (kw + sw * ((kw + sw - 1) // sw))
+
+
+# Outputs and scratch come from NumPy's allocator, which asks for transparent huge pages: Numba's
+# own allocations fault in 4 KiB pages, and a 35 MB result (batch-large) then took about 4x as long
+# to allocate and write (page faults) as from NumPy. Untouched pages cost nothing, so row lists get
+# their upper bound (address space only) and the kernel touches just the prefix it needs.
+_EMPTY_LIST = np.empty(0, dtype=np.int64)
+
+
+def _list_buf(a: np.ndarray) -> np.ndarray:
+    """Scratch for the row lists of ``a`` ``(N, R, C, D)``: ``a.size + N*R`` int64 (the most needed)."""
+    return np.empty(a.size + a.shape[0] * a.shape[1], dtype=np.int64)
+
+
+def _acc_buf(chunks: int, kernel_shape: tuple[int, ...], sw: int, dt: np.dtype) -> np.ndarray:
+    """Scratch for the dK partial sums: ``chunks`` of :func:`_acc_size` each."""
+    return np.empty(chunks * _acc_size(kernel_shape, sw), dtype=dt)
 
 
 class NumbaBackend:
@@ -109,11 +134,12 @@ class NumbaBackend:
         """x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)`` → y ``(N,Ho,Wo,Co)``."""
         dt = _dtype(x, kernel)
         x, kernel = _c(x, dt), _c(kernel, dt)
-        (lo_h, hi_h), (lo_w, hi_w) = padding
         par = not self._serial(x.size * kernel.size // max(1, x.shape[3]))
+        y = np.empty(_y_shape(x.shape, kernel.shape, stride, padding), dtype=dt)
         with self._schedule(par):
-            offs, ent = self._k.row_lists(x, par)
-            return self._k.deconv_rows(x, offs, ent, kernel, stride[0], stride[1], lo_h, hi_h, lo_w, hi_w, par)
+            offs, ent = self._k.row_lists(x, _list_buf(x), par)
+            self._k.deconv_rows(x, offs, ent, kernel, y, stride[0], stride[1], padding[0][0], padding[1][0], par)
+        return y
 
     def deconv2d_dx(
         self, kernel: Any, d_out: Any, *, stride: tuple[int, int], padding: Pads, input_shape: tuple[int, ...]
@@ -123,10 +149,11 @@ class NumbaBackend:
         kernel, d_out = _c(kernel, dt), _c(d_out, dt)
         n, h, w, _ = input_shape
         par = not self._serial(n * h * w * kernel.size)
+        dx = np.empty((n, h, w, kernel.shape[2]), dtype=dt)
         with self._schedule(par):
-            offs, ent = self._k.row_lists(d_out, par)
-            return self._k.dx_rows(kernel, d_out, offs, ent, h, w, stride[0], stride[1], padding[0][0], padding[1][0],
-                                   par)
+            offs, ent = self._k.row_lists(d_out, _list_buf(d_out), par)
+            self._k.dx_rows(kernel, d_out, offs, ent, dx, stride[0], stride[1], padding[0][0], padding[1][0], par)
+        return dx
 
     def deconv2d_dk(
         self, x: Any, d_out: Any, *, kernel_size: tuple[int, int], stride: tuple[int, int], padding: Pads
@@ -143,11 +170,13 @@ class NumbaBackend:
         by_d = bool(d_out.size) and bool(np.count_nonzero(d_out) * x.size < np.count_nonzero(x) * d_out.size)
         par = not self._serial(n * h * w * kh * kw * ci * d_out.shape[3])
         chunks = _chunks(n * h, _acc_size(k_shape, stride[1]), x.size + d_out.size)
+        w0, dk = np.zeros(k_shape, dtype=dt), np.empty(k_shape, dtype=dt)
         with self._schedule(par):
-            offs, ent = self._k.row_lists(d_out if by_d else x, par)
-            _, dk = self._k.dk_core(x, d_out, offs, ent, x, d_out, offs, ent, np.zeros(k_shape, dtype=dt), stride[0],
-                                    stride[1], padding[0][0], padding[1][0], chunks, 0.0, by_d, not by_d, 1.0, 1.0,
-                                    0.0, 0.0, 0.0, par)
+            drive = d_out if by_d else x
+            offs, ent = self._k.row_lists(drive, _list_buf(drive), par)
+            self._k.dk_core(x, d_out, offs, ent, x, d_out, offs, ent, w0, np.empty_like(w0), dk,
+                            _acc_buf(chunks, k_shape, stride[1], dt), stride[0], stride[1], padding[0][0],
+                            padding[1][0], chunks, 0.0, by_d, not by_d, 1.0, 1.0, 0.0, 0.0, 0.0, par)
         return dk
 
     def stdp_update(
@@ -175,12 +204,15 @@ class NumbaBackend:
         par = not self._serial(pre_spike.size * kernel.size // max(1, kernel.shape[2]))
         chunks = _chunks(n * h, _acc_size(kernel.shape, stride[1]), pre_spike.size + post_spike.size)
         k = self._k
+        w_new, dw = np.empty(kernel.shape, dtype=dt), np.empty(kernel.shape, dtype=dt)
         with self._schedule(par):
-            pre_offs, pre_ent = k.row_lists(pre_spike, par)
-            post_offs, post_ent = k.row_lists(post_spike, par)
-            return k.dk_core(pre_trace, post_spike, post_offs, post_ent, pre_spike, post_trace, pre_offs, pre_ent,
-                             kernel, stride[0], stride[1], padding[0][0], padding[1][0], chunks, pretrace_target,
-                             True, True, A_plus, -A_minus, eta, w_decay, w_bound, par)
+            pre_offs, pre_ent = k.row_lists(pre_spike, _list_buf(pre_spike), par)
+            post_offs, post_ent = k.row_lists(post_spike, _list_buf(post_spike), par)
+            k.dk_core(pre_trace, post_spike, post_offs, post_ent, pre_spike, post_trace, pre_offs, pre_ent, kernel,
+                      w_new, dw, _acc_buf(chunks, kernel.shape, stride[1], dt), stride[0], stride[1], padding[0][0],
+                      padding[1][0], chunks, pretrace_target, True, True, A_plus, -A_minus, eta, w_decay, w_bound,
+                      par)
+        return w_new, dw
 
     def stdp_step(
         self,
@@ -214,13 +246,17 @@ class NumbaBackend:
         x_is_pre = x is pre_spike
         kernel, x, pre_spike, pre_trace = _c(kernel, dt), _c(x, dt), _c(pre_spike, dt), _c(pre_trace, dt)
         post_spike, post_trace = _c(post_spike, dt), _c(post_trace, dt)
-        (lo_h, hi_h), (lo_w, hi_w) = padding
         par = not self._serial(x.size * kernel.size // max(1, kernel.shape[2]))
         chunks = _chunks(x.shape[0] * x.shape[1], _acc_size(kernel.shape, stride[1]), x.size + post_spike.size)
+        y = np.empty(_y_shape(x.shape, kernel.shape, stride, padding), dtype=dt)
+        w_new, dw, dx = np.empty(kernel.shape, dtype=dt), np.empty(kernel.shape, dtype=dt), np.empty(x.shape, dtype=dt)
         with self._schedule(par):
-            return self._k.stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, x_is_pre, stride[0],
-                                     stride[1], lo_h, hi_h, lo_w, hi_w, chunks, A_plus, A_minus, eta, pretrace_target,
-                                     w_decay, w_bound, par)
+            self._k.stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, y, w_new, dw, dx,
+                              _EMPTY_LIST if x_is_pre else _list_buf(x), _list_buf(pre_spike), _list_buf(post_spike),
+                              _acc_buf(chunks, kernel.shape, stride[1], dt), x_is_pre, stride[0], stride[1],
+                              padding[0][0], padding[1][0], chunks, A_plus, A_minus, eta, pretrace_target, w_decay,
+                              w_bound, par)
+        return y, w_new, dw, dx
 
 
 def create_backend() -> NumbaBackend:
