@@ -109,8 +109,12 @@ def test_torch_peer_agrees_with_reference(xs, ks, stride, padding) -> None:
     y = ref.deconv2d(x, k, **geo)
     d = rng.standard_normal(y.shape)
     np.testing.assert_allclose(peer.deconv2d(x, k, **geo), y, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(peer.deconv2d_dk(x, d, kernel_size=ks[:2], **geo),
-                               ref.deconv2d_dk(x, d, kernel_size=ks[:2], **geo), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        peer.deconv2d_dk(x, d, kernel_size=ks[:2], **geo),
+        ref.deconv2d_dk(x, d, kernel_size=ks[:2], **geo),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     np.testing.assert_allclose(peer.deconv2d_dx(k, d, **geo), ref.deconv2d_dx(k, d, **geo), rtol=1e-12, atol=1e-12)
     spikes = (d > 0.5).astype(np.float32)
     params = dict(A_plus=0.9, A_minus=0.6, eta=0.3, pretrace_target=0.1, w_decay=0.01, w_bound=1.5)
@@ -238,15 +242,34 @@ def test_fmt_time() -> None:
 def test_bench_cli_writes_a_consistent_report(tmp_path, capsys) -> None:
     pytest.importorskip("matplotlib")
     peers = ["torch"] if _has("torch") else []
-    argv = ["bench", "--quick", "--no-progress", "--backend", "reference", "--workload", "online-decoder",
-            "--workload", "deconv2d/batch=1", "--workload", "deconv2d/kernel=1", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "--quick",
+        "--no-progress",
+        "--backend",
+        "reference",
+        "--workload",
+        "online-decoder",
+        "--workload",
+        "deconv2d/batch=1",
+        "--workload",
+        "deconv2d/kernel=1",
+        "--out",
+        str(tmp_path),
+    ]
     argv += [a for p in peers for a in ("--peer", p)] or ["--no-peers"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "online-decoder" in out and "GEMM peak" in out
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"report.md", "report.json", "report.html", "time_by_workload.png", "achieved_vs_peak.png",
-            "scaling_deconv2d.png"} <= names
+    assert {
+        "report.md",
+        "report.json",
+        "report.html",
+        "time_by_workload.png",
+        "achieved_vs_peak.png",
+        "scaling_deconv2d.png",
+    } <= names
     if peers:
         assert "speedup.png" not in names  # no backend other than the baselines was timed
     data = json.loads((tmp_path / "report.json").read_text())
@@ -295,8 +318,19 @@ def test_bench_reports_a_wrong_backend_and_exits_1(tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(_backends, "_registry", dict(_backends._registry))  # restored afterwards
     monkeypatch.setattr(_backends, "_instances", dict(_backends._instances))
     _backends.register_backend("test-flipped", _Flipped, default=False)
-    argv = ["bench", "--quick", "--no-progress", "--no-peers", "--no-plots", "--backend", "test-flipped",
-            "--workload", "deconv2d/batch=1", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "--quick",
+        "--no-progress",
+        "--no-peers",
+        "--no-plots",
+        "--backend",
+        "test-flipped",
+        "--workload",
+        "deconv2d/batch=1",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 1
     data = json.loads((tmp_path / "report.json").read_text())
     (r,) = data["results"]

@@ -29,6 +29,8 @@ def _enable_x64():
     from jax.experimental import enable_x64
 
     return enable_x64()
+
+
 STDP = dict(A_plus=1.3, A_minus=0.7, eta=0.4, pretrace_target=0.15, w_decay=0.02, w_bound=0.0)
 
 # (name, x shape (N,H,W,Ci), kernel shape (kh,kw,Ci,Co), stride, padding): each stride x padding
@@ -173,8 +175,16 @@ def test_seed_worked_example(be):
     np.testing.assert_array_equal(np.asarray(y)[0, :, :, 0], [[0, 1], [1, 2]])
     post_spike = np.asarray(y) > 0
     _, dw = be.stdp_update(
-        k, x, 0.4 * x, post_spike, 1.3 * post_spike.astype(np.float32), stride=1, padding="SAME",
-        A_plus=1.0, A_minus=1.0, eta=0.0,
+        k,
+        x,
+        0.4 * x,
+        post_spike,
+        1.3 * post_spike.astype(np.float32),
+        stride=1,
+        padding="SAME",
+        A_plus=1.0,
+        A_minus=1.0,
+        eta=0.0,
     )
     np.testing.assert_allclose(np.asarray(dw)[:, :, 0, 0], [[0, -0.9], [-0.9, -1.8]], rtol=1e-6, atol=1e-6)
     dx = be.backtransmit(k, post_spike, stride=1, padding="SAME")

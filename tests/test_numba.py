@@ -88,8 +88,9 @@ def test_operators_agree_with_reference(dtype, stride, padding):
         k = _rand(rng, (kh, kw, ci, co), dtype)
         y = BE.deconv2d(x, k, **kw_)
         want = ref.deconv2d(_f64(x), _f64(k), **kw_)
-        assert_close(y, want, ref.deconv2d(np.abs(_f64(x)), np.abs(_f64(k)), **kw_), kh * kw * ci, dtype,
-                     f"deconv2d {tag}")
+        assert_close(
+            y, want, ref.deconv2d(np.abs(_f64(x)), np.abs(_f64(k)), **kw_), kh * kw * ci, dtype, f"deconv2d {tag}"
+        )
 
         d = _rand(rng, want.shape, dtype, density=0.6)
         dx = BE.deconv2d_dx(k, d, **kw_, input_shape=x.shape)
@@ -117,8 +118,13 @@ def _stdp_arrays(rng, n, h, w, ci, co, kh, kw, stride, padding, dtype):
 def _stdp_mag(k, pre_s, pre_t, post_s, post_t, stride, padding, p):
     """Magnitude of every term of W' and dW (the reference on absolute values)."""
     a = [np.abs(_f64(v)) for v in (k, pre_s, pre_t, post_s, post_t)]
-    ltp = ref.deconv2d_dk(a[2] + abs(p["pretrace_target"]), abs(p["A_plus"]) * a[3], kernel_size=k.shape[:2],
-                          stride=stride, padding=padding)
+    ltp = ref.deconv2d_dk(
+        a[2] + abs(p["pretrace_target"]),
+        abs(p["A_plus"]) * a[3],
+        kernel_size=k.shape[:2],
+        stride=stride,
+        padding=padding,
+    )
     ltd = ref.deconv2d_dk(a[1], abs(p["A_minus"]) * a[4], kernel_size=k.shape[:2], stride=stride, padding=padding)
     dw = ltp + ltd
     return a[0] * (1 + abs(p["w_decay"])) + abs(p["eta"]) * dw, dw
@@ -234,8 +240,31 @@ def test_results_do_not_depend_on_the_thread_count():
         outs = tuple(np.full(shape, np.nan) for shape in (y_shape, k.shape, k.shape, pre_s.shape))
         lists = (np.full(list_len, -1, dtype=np.int64), np.full(list_len, -1, dtype=np.int64))
         acc = np.full(7 * kh * ci * co * (kw + 2 * kw), np.nan)
-        kern.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, *outs, lists[0], *lists, acc, True, 2, 1, pads[0][0],
-                       pads[1][0], 7, 0.7, 0.45, 0.3, 0.2, 0.05, 1.2, par)
+        kern.stdp_step(
+            k,
+            pre_s,
+            pre_s,
+            pre_t,
+            post_s,
+            post_t,
+            *outs,
+            lists[0],
+            *lists,
+            acc,
+            True,
+            2,
+            1,
+            pads[0][0],
+            pads[1][0],
+            7,
+            0.7,
+            0.45,
+            0.3,
+            0.2,
+            0.05,
+            1.2,
+            par,
+        )
         return outs
 
     # list scratch: large enough (used), or too short (the kernel allocates its own)
@@ -260,7 +289,7 @@ def test_row_lists_hold_the_non_zeros_of_each_row(density):
             offs, ent = kern.row_lists(a, buf, par)
             assert offs[0] == 0 and offs[-1] == len(ent)
             for r in range(12):
-                got = ent[offs[r]:offs[r + 1] - 1]
+                got = ent[offs[r] : offs[r + 1] - 1]
                 j = np.flatnonzero(rows[r] != 0)
                 np.testing.assert_array_equal(got >> 32, j // 6)
                 np.testing.assert_array_equal(got & 0xFFFFFFFF, j % 6)
@@ -277,13 +306,21 @@ def test_empty_batch():
     assert dx.shape == x.shape
     dk = BE.deconv2d_dk(x, y, kernel_size=(3, 2), stride=2, padding="VALID")
     np.testing.assert_array_equal(dk, np.zeros(k.shape))
-    w_new, dw = BE.stdp_update(k, x, x, y, y, stride=2, padding="VALID", A_plus=1.0, A_minus=1.0, eta=0.5,
-                               w_decay=0.1)
+    w_new, dw = BE.stdp_update(k, x, x, y, y, stride=2, padding="VALID", A_plus=1.0, A_minus=1.0, eta=0.5, w_decay=0.1)
     np.testing.assert_array_equal(dw, np.zeros(k.shape))
     np.testing.assert_allclose(w_new, 0.9 * k, rtol=1e-15)
-    outs = BE.stdp_step(k.astype(np.float32), x.astype(np.float32), x.astype(np.float32), x.astype(np.float32),
-                        y.astype(np.float32), y.astype(np.float32), stride=2, padding="VALID", A_plus=1.0,
-                        A_minus=1.0)
+    outs = BE.stdp_step(
+        k.astype(np.float32),
+        x.astype(np.float32),
+        x.astype(np.float32),
+        x.astype(np.float32),
+        y.astype(np.float32),
+        y.astype(np.float32),
+        stride=2,
+        padding="VALID",
+        A_plus=1.0,
+        A_minus=1.0,
+    )
     assert [o.shape for o in outs] == [y.shape, k.shape, k.shape, x.shape]
 
 
@@ -312,8 +349,7 @@ def test_non_finite_inputs_do_not_crash():
     y = BE.deconv2d(pre_t, k, stride=2)
     dx = BE.deconv2d_dx(k, post_t, stride=2)
     dk = BE.deconv2d_dk(pre_t, post_t, kernel_size=3, stride=2)
-    w_new, dw = BE.stdp_update(k, pre_s, pre_t, post_s, post_t, stride=2, A_plus=1.0, A_minus=0.5, eta=0.1,
-                               w_bound=2.0)
+    w_new, dw = BE.stdp_update(k, pre_s, pre_t, post_s, post_t, stride=2, A_plus=1.0, A_minus=0.5, eta=0.1, w_bound=2.0)
     outs = BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, stride=2, A_plus=1.0, A_minus=0.5)
     assert y.shape == post_t.shape and dx.shape == pre_t.shape and dk.shape == w_new.shape == dw.shape == k.shape
     assert len(outs) == 4 and not np.isfinite(y).all()
@@ -329,11 +365,24 @@ def test_non_finite_inputs_do_not_crash():
         (lambda: BE.deconv2d(np.zeros((1, 3, 3, 2), complex), np.zeros((2, 2, 2, 1))), TypeError, "complex"),
         (lambda: BE.deconv2d_dx(np.zeros((2, 2, 2, 1)), np.zeros((1, 5, 5, 1)), stride=2), ValueError, "d_out"),
         (lambda: BE.deconv2d_dk(np.zeros((1, 3, 3, 2)), np.zeros((2, 3, 3, 1)), kernel_size=2), ValueError, "batch"),
-        (lambda: BE.deconv2d(np.zeros((1, 1, 1, 1)), np.zeros((3, 3, 1, 1)), padding=((-3, 0), (0, 0))), ValueError,
-         "empty output"),
-        (lambda: BE.stdp_update(np.zeros((2, 2, 1, 1)), np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1)),
-                                np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1)), A_plus="a", A_minus=1.0),
-         TypeError, "A_plus"),
+        (
+            lambda: BE.deconv2d(np.zeros((1, 1, 1, 1)), np.zeros((3, 3, 1, 1)), padding=((-3, 0), (0, 0))),
+            ValueError,
+            "empty output",
+        ),
+        (
+            lambda: BE.stdp_update(
+                np.zeros((2, 2, 1, 1)),
+                np.zeros((1, 2, 2, 1)),
+                np.zeros((1, 2, 2, 1)),
+                np.zeros((1, 2, 2, 1)),
+                np.zeros((1, 2, 2, 1)),
+                A_plus="a",
+                A_minus=1.0,
+            ),
+            TypeError,
+            "A_plus",
+        ),
     ],
     ids=["rank", "channels", "padding", "stride", "complex", "d_out-size", "batch", "empty", "scalar"],
 )

@@ -15,24 +15,46 @@ from convstdp.bench.workloads import SPEC_WORKLOADS, select
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
-    parser.add_argument("--backend", action="append", metavar="NAME",
-                        help="backend to time (repeatable; any name get_backend takes, or a peer: torch); "
-                             "default: every available backend")
-    parser.add_argument("--workload", action="append", metavar="NAME",
-                        help="workload name or glob, repeatable: " + ", ".join(w.name for w in SPEC_WORKLOADS)
-                             + ", 'step/base', 'deconv2d/batch=4', 'step/*' ... (default: SPEC §8 "
-                               "without gpu-large on CPU, plus the sweeps)")
-    parser.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True,
-                        help="include the scaling sweeps in the default workload set (default: yes)")
-    parser.add_argument("--peer", action="append", metavar="NAME",
-                        help="peer to time next to the backends (repeatable): ngclearn, torch, reference; "
-                             "default: all that are installed")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help="backend to time (repeatable; any name get_backend takes, or a peer: torch); "
+        "default: every available backend",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        metavar="NAME",
+        help="workload name or glob, repeatable: "
+        + ", ".join(w.name for w in SPEC_WORKLOADS)
+        + ", 'step/base', 'deconv2d/batch=4', 'step/*' ... (default: SPEC §8 "
+        "without gpu-large on CPU, plus the sweeps)",
+    )
+    parser.add_argument(
+        "--sweeps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include the scaling sweeps in the default workload set (default: yes)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        metavar="NAME",
+        help="peer to time next to the backends (repeatable): ngclearn, torch, reference; "
+        "default: all that are installed",
+    )
     parser.add_argument("--no-peers", action="store_true", help="time only the named backends")
     parser.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.html and PNG plots here")
-    parser.add_argument("--quick", action="store_true",
-                        help="few, short samples (CI, tests): finishes in seconds on small workloads")
-    parser.add_argument("--budget", type=float, metavar="S",
-                        help="sampling seconds per runner and sweep workload (SPEC workloads get 5x)")
+    parser.add_argument(
+        "--quick", action="store_true", help="few, short samples (CI, tests): finishes in seconds on small workloads"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="S",
+        help="sampling seconds per runner and sweep workload (SPEC workloads get 5x)",
+    )
     parser.add_argument("--repeats", type=int, metavar="N", help="at most N samples per runner and workload")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -74,9 +96,14 @@ class _Progress:
                 from rich.console import Console
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-                self.bar = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), TextColumn("{task.description}"),
-                                    console=Console(stderr=True))
+                self.bar = Progress(
+                    TextColumn("[bold]bench"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.description}"),
+                    console=Console(stderr=True),
+                )
             except ImportError:
                 self.bar = None
 
@@ -99,8 +126,11 @@ class _Progress:
         if self.bar is not None:
             self.bar.advance(self.task)
         elif self.enabled:
-            print(f"[{self.done}/{self.total}] {w.name} done ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{self.done}/{self.total}] {w.name} done ({time.perf_counter() - self.t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -113,8 +143,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"convstdp bench: {err}", file=sys.stderr)
         return 2
     if not any(r.available for r in runners):
-        print("convstdp bench: no runnable backend: " + "; ".join(f"{r.name}: {r.reason}" for r in runners),
-              file=sys.stderr)
+        print(
+            "convstdp bench: no runnable backend: " + "; ".join(f"{r.name}: {r.reason}" for r in runners),
+            file=sys.stderr,
+        )
         return 1
     try:
         workloads = select(args.workload, sweeps=args.sweeps, gpu=_has_gpu())
@@ -123,8 +155,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     st = _settings(args)
     with _Progress(len(workloads), not args.no_progress) as prog:
-        result = suite.run(workloads, runners, st, quick_probe=args.quick, on_step=prog.step,
-                           on_workload=prog.workload)
+        result = suite.run(workloads, runners, st, quick_probe=args.quick, on_step=prog.step, on_workload=prog.workload)
     print(report.summary_text(result))
     if args.out:
         paths = report.write(result, args.out, plots=not args.no_plots)

@@ -12,11 +12,31 @@ from typing import Any
 from convstdp import environment
 from convstdp.bench.peers import cpu_count
 
-LIBRARIES = ("convstdp", "numpy", "scipy", "numba", "jax", "jaxlib", "ngclearn", "torch", "matplotlib",
-             "threadpoolctl", "pytest-benchmark")
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "XLA_FLAGS", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES",
-            "CONVSTDP_BACKEND")
+LIBRARIES = (
+    "convstdp",
+    "numpy",
+    "scipy",
+    "numba",
+    "jax",
+    "jaxlib",
+    "ngclearn",
+    "torch",
+    "matplotlib",
+    "threadpoolctl",
+    "pytest-benchmark",
+)
+ENV_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+    "XLA_FLAGS",
+    "JAX_PLATFORMS",
+    "CUDA_VISIBLE_DEVICES",
+    "CONVSTDP_BACKEND",
+)
 
 
 def cpu_model() -> str:
@@ -55,10 +75,16 @@ def threads() -> dict[str, Any]:
 def git_commit() -> str | None:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        res = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if res.returncode:
             return None
         return res.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

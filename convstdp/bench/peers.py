@@ -140,12 +140,28 @@ class TorchPeer:
         with self.torch.no_grad():
             return self._nhwc(self._dx(self._weight(kernel, dt), self._nchw(d_out, dt), input_shape, stride, padding))
 
-    def _update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, *, stride, padding, A_plus, A_minus,
-                eta, pretrace_target, w_decay, w_bound):
+    def _update(
+        self,
+        kernel,
+        pre_spike,
+        pre_trace,
+        post_spike,
+        post_trace,
+        *,
+        stride,
+        padding,
+        A_plus,
+        A_minus,
+        eta,
+        pretrace_target,
+        w_decay,
+        w_bound,
+    ):
         dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in (kernel, pre_spike, pre_trace, post_spike, post_trace)))
         ks = tuple(kernel.shape[:2])
-        ltp = self._dk(self._nchw(pre_trace, dt) - pretrace_target, self._nchw(post_spike, dt) * A_plus, ks, stride,
-                       padding)
+        ltp = self._dk(
+            self._nchw(pre_trace, dt) - pretrace_target, self._nchw(post_spike, dt) * A_plus, ks, stride, padding
+        )
         ltd = self._dk(self._nchw(pre_spike, dt), self._nchw(post_trace, dt) * A_minus, ks, stride, padding)
         dw = self._unflip(ltp - ltd)
         w = self._t(kernel, dt)
@@ -238,18 +254,35 @@ class NgcconvPeer:
         dt = geometry.result_dtype(np.dtype(x.dtype), np.dtype(d_out.dtype))
         kernel = self.jnp.zeros((k, k, x.shape[3], d_out.shape[3]), dt)
         delta, _ = self._deltas(x.shape, kernel, s, mode)
-        return self.ngc.calc_dK_deconv(self._f(x, dt), self._f(d_out, dt), delta_shape=delta, stride_size=s,
-                                       out_size=k, padding=mode)
+        return self.ngc.calc_dK_deconv(
+            self._f(x, dt), self._f(d_out, dt), delta_shape=delta, stride_size=s, out_size=k, padding=mode
+        )
 
     def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
         k, s, mode = self._mode(kernel.shape[:2], stride, padding)
         dt = geometry.result_dtype(np.dtype(kernel.dtype), np.dtype(d_out.dtype))
         _, xdelta = self._deltas(input_shape, self._f(kernel, dt), s, mode)
-        return self.ngc.calc_dX_deconv(self._f(kernel, dt), self._f(d_out, dt), delta_shape=xdelta, stride_size=s,
-                                       padding=mode)
+        return self.ngc.calc_dX_deconv(
+            self._f(kernel, dt), self._f(d_out, dt), delta_shape=xdelta, stride_size=s, padding=mode
+        )
 
-    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, *, stride, padding, A_plus, A_minus,
-                    eta, pretrace_target, w_decay, w_bound):
+    def stdp_update(
+        self,
+        kernel,
+        pre_spike,
+        pre_trace,
+        post_spike,
+        post_trace,
+        *,
+        stride,
+        padding,
+        A_plus,
+        A_minus,
+        eta,
+        pretrace_target,
+        w_decay,
+        w_bound,
+    ):
         k, s, mode = self._mode(kernel.shape[:2], stride, padding)
         dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in (kernel, pre_spike, pre_trace, post_spike, post_trace)))
         w = self._f(kernel, dt)

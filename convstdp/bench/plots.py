@@ -14,8 +14,13 @@ from convstdp.bench.workloads import OPS, SWEEP_DIMS
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
-_DIM_LABEL = {"batch": "batch size N", "map": "input map size H = W", "channels": "channels Ci = Co",
-              "kernel": "kernel size k", "density": "spike density"}
+_DIM_LABEL = {
+    "batch": "batch size N",
+    "map": "input map size H = W",
+    "channels": "channels Ci = Co",
+    "kernel": "kernel size k",
+    "density": "spike density",
+}
 DPI = 110
 
 
@@ -25,11 +30,20 @@ def _plt() -> Any:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 10,
-        "figure.titlesize": 15, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-        "axes.spines.right": False, "savefig.bbox": "tight",
-    })
+    plt.rcParams.update(
+        {
+            "font.size": 11,
+            "axes.titlesize": 13,
+            "axes.labelsize": 11,
+            "legend.fontsize": 10,
+            "figure.titlesize": 15,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "savefig.bbox": "tight",
+        }
+    )
     return plt
 
 
@@ -101,11 +115,27 @@ def time_by_workload(result: dict[str, Any], out: Path) -> Path | None:
             ys.append(s["median"] * 1e3)
             lo.append((s["median"] - s["q1"]) * 1e3)
             hi.append((s["q3"] - s["median"]) * 1e3)
-        bars = ax.bar(xs, ys, width * 0.92, color=style[name][0], label=name, yerr=[lo, hi], capsize=3,
-                      error_kw={"elinewidth": 1, "ecolor": "#333"})
+        bars = ax.bar(
+            xs,
+            ys,
+            width * 0.92,
+            color=style[name][0],
+            label=name,
+            yerr=[lo, hi],
+            capsize=3,
+            error_kw={"elinewidth": 1, "ecolor": "#333"},
+        )
         for b, v, up in zip(bars, ys, hi, strict=True):
-            ax.annotate(_short_ms(v), (b.get_x() + b.get_width() / 2, v + up), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8, rotation=90)
+            ax.annotate(
+                _short_ms(v),
+                (b.get_x() + b.get_width() / 2, v + up),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                rotation=90,
+            )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(_ms_formatter())
     ax.set_xticks(range(len(spec)))
@@ -143,12 +173,26 @@ def speedup(result: dict[str, Any], out: Path) -> Path | None:
             if r and b in r["speedup"]:
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(r["speedup"][b])
-        bars = ax.bar(xs, ys, width * 0.92, color=style[f][0], hatch=hatches[bases.index(b) % len(hatches)],
-                      edgecolor="white", label=f"{f} vs {b}")
+        bars = ax.bar(
+            xs,
+            ys,
+            width * 0.92,
+            color=style[f][0],
+            hatch=hatches[bases.index(b) % len(hatches)],
+            edgecolor="white",
+            label=f"{f} vs {b}",
+        )
         for bar, v in zip(bars, ys, strict=True):
-            ax.annotate(f"{v:.3g}×", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8,
-                        rotation=90 if len(pairs) > 3 else 0)
+            ax.annotate(
+                f"{v:.3g}×",
+                (bar.get_x() + bar.get_width() / 2, v),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                rotation=90 if len(pairs) > 3 else 0,
+            )
     ax.axhline(1.0, color="#333", lw=1, ls="--")
     ax.set_yscale("log")
     ax.set_xticks(range(len(spec)))
@@ -185,8 +229,14 @@ def achieved_vs_peak(result: dict[str, Any], out: Path) -> Path | None:
         bars = ax.barh(ys, vs, h * 0.9, color=style[name][0], label=name)
         for b, v in zip(bars, vs, strict=True):
             pct = f" ({_pct(100 * v / peak)})" if peak else ""
-            ax.annotate(f"{v:.3g}{pct}", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=8)
+            ax.annotate(
+                f"{v:.3g}{pct}",
+                (v, b.get_y() + b.get_height() / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
     if peak:
         ax.axvline(peak, color="#000", lw=1.5, ls="--", label=f"float32 GEMM peak {peak:.4g} GFLOP/s")
     ax.set_xscale("log")
@@ -243,14 +293,19 @@ def scaling(result: dict[str, Any], op: str, out: Path) -> Path | None:
     if peak:
         for ax in axes[1]:
             ax.axhline(peak, color="#000", ls="--", lw=1)
-        axes[1, 0].annotate("GEMM peak", (axes[1, 0].get_xlim()[0], peak), xytext=(2, -12),
-                            textcoords="offset points", fontsize=8)
+        axes[1, 0].annotate(
+            "GEMM peak", (axes[1, 0].get_xlim()[0], peak), xytext=(2, -12), textcoords="offset points", fontsize=8
+        )
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 6), bbox_to_anchor=(0.5, -0.04),
-               title="runner")
+    fig.legend(
+        handles, labels, loc="lower center", ncols=min(len(labels), 6), bbox_to_anchor=(0.5, -0.04), title="runner"
+    )
     op_label = "STDP step" if op == "step" else op
-    fig.suptitle(f"Scaling of {op_label} (log-log)\none dimension varied at a time around "
-                 "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1", fontsize=13)
+    fig.suptitle(
+        f"Scaling of {op_label} (log-log)\none dimension varied at a time around "
+        "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1",
+        fontsize=13,
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, out / f"scaling_{op}.png")
 

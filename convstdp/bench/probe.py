@@ -47,8 +47,7 @@ def torch_gemm(n: int = 1024, repeats: int = 5, min_s: float = 0.05) -> dict[str
     a, b = torch.rand((n, n), generator=g), torch.rand((n, n), generator=g)
     c = torch.empty((n, n))
     gf, t = _best_rate(lambda: torch.matmul(a, b, out=c), n, repeats, min_s)
-    return {"name": "torch", "device": "cpu", "n": n, "gflops": gf, "seconds": t,
-            "threads": torch.get_num_threads()}
+    return {"name": "torch", "device": "cpu", "n": n, "gflops": gf, "seconds": t, "threads": torch.get_num_threads()}
 
 
 def jax_gemm(device: Any, n: int = 4096, repeats: int = 5, min_s: float = 0.05) -> dict[str, Any]:
@@ -59,8 +58,14 @@ def jax_gemm(device: Any, n: int = 4096, repeats: int = 5, min_s: float = 0.05) 
     b = jax.device_put(jnp.asarray(np.random.default_rng(1).random((n, n), np.float32)), device)
     mm = jax.jit(lambda u, v: jnp.matmul(u, v, precision=jax.lax.Precision.HIGHEST))
     gf, t = _best_rate(lambda: mm(a, b).block_until_ready(), n, repeats, min_s)
-    return {"name": "jax", "device": f"{device.platform}:{device}", "n": n, "gflops": gf, "seconds": t,
-            "precision": "HIGHEST"}
+    return {
+        "name": "jax",
+        "device": f"{device.platform}:{device}",
+        "n": n,
+        "gflops": gf,
+        "seconds": t,
+        "precision": "HIGHEST",
+    }
 
 
 def run_probes(quick: bool = False, with_torch: bool = True, with_jax: bool = True) -> dict[str, Any]:

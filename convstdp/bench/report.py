@@ -54,7 +54,7 @@ def fmt_time(s: float | None) -> str:
 def fmt_num(v: float | None, digits: int = 3) -> str:
     if v is None or not math.isfinite(v):
         return "–"
-    return f"{v:.{digits}g}" if abs(v) < 10 ** digits else f"{v:.0f}"
+    return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:.0f}"
 
 
 def fmt_bytes(b: int | None) -> str:
@@ -90,15 +90,21 @@ def _environment(result: dict[str, Any]) -> Section:
     v = {k: val for k, val in e["versions"].items() if val}
     blas = e["blas"]
     blas_txt = (
-        "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
-                  f"{b.get('architecture') or b.get('threading_layer') or ''})" for b in blas)
-        if isinstance(blas, list) else str(blas)
+        "; ".join(
+            f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads, "
+            f"{b.get('architecture') or b.get('threading_layer') or ''})"
+            for b in blas
+        )
+        if isinstance(blas, list)
+        else str(blas)
     )
     rows = [
         ["date (UTC)", e["date_utc"]],
         ["CPU", f"{e['cpu_model']}, {e['cpus_usable']} usable of {e['cpu_count']} logical CPUs"],
-        ["load average (1, 5, 15 min) at start / end", f"{_loads(e.get('load_average_start'))} / "
-                                                       f"{_loads(e.get('load_average'))}"],
+        [
+            "load average (1, 5, 15 min) at start / end",
+            f"{_loads(e.get('load_average_start'))} / {_loads(e.get('load_average'))}",
+        ],
         ["Python / platform", f"{e['python']} / {e['platform']}"],
         ["libraries", ", ".join(f"{k} {val}" for k, val in v.items())],
         ["threads", ", ".join(f"{k}: {val}" for k, val in e["threads"].items()) or "–"],
@@ -122,8 +128,10 @@ def busy_warning(result: dict[str, Any]) -> str:
     # at the start this run has only imported; at the end it has kept every CPU busy itself
     if start > 1 + cpus / 2 or end > cpus + 1:
         loads = [start, end]
-        return (f"Warning: the machine was busy (1-minute load average up to {max(loads):.1f} on {cpus} CPUs, "
-                "this run included): timings, and multi-threaded runners especially, are unreliable.")
+        return (
+            f"Warning: the machine was busy (1-minute load average up to {max(loads):.1f} on {cpus} CPUs, "
+            "this run included): timings, and multi-threaded runners especially, are unreliable."
+        )
     return ""
 
 
@@ -141,34 +149,46 @@ def _runners(result: dict[str, Any]) -> Section:
         elif cs:
             bad = [c for c in cs if not c["ok"]]
             worst = max(c["worst"] for c in cs)
-            check = (f"{len(cs) - len(bad)}/{len(cs)} cases agree (worst error {worst:.2g} of its bound)"
-                     + (f"; FAILS {bad[0]['workload']}: {bad[0]['detail']}" if bad else ""))
+            check = f"{len(cs) - len(bad)}/{len(cs)} cases agree (worst error {worst:.2g} of its bound)" + (
+                f"; FAILS {bad[0]['workload']}: {bad[0]['detail']}" if bad else ""
+            )
         else:
             check = "–"
-        rows.append([
-            r["name"], r["kind"], "ok" if r["available"] else f"unavailable: {r['reason']}",
-            r.get("version", ""), ", ".join(r.get("devices", [])), r.get("source", ""), check,
-        ])
+        rows.append(
+            [
+                r["name"],
+                r["kind"],
+                "ok" if r["available"] else f"unavailable: {r['reason']}",
+                r.get("version", ""),
+                ", ".join(r.get("devices", [])),
+                r.get("source", ""),
+                check,
+            ]
+        )
     text = [
         "Every runner is checked against the float64 reference on a small version of each distinct "
         "(operator, kernel, stride, padding) before it is timed; a runner that disagrees is not timed there.",
     ]
-    return Section("Backends and peers", text,
-                   [Table(["runner", "kind", "status", "version", "devices", "source", "check"], rows, "lllllll")])
+    return Section(
+        "Backends and peers",
+        text,
+        [Table(["runner", "kind", "status", "version", "devices", "source", "check"], rows, "lllllll")],
+    )
 
 
 def _peak(result: dict[str, Any]) -> Section:
     p = result["peak"]
-    rows = [[q["name"], q["device"], str(q["n"]), fmt_num(q["gflops"], 4), fmt_time(q["seconds"])]
-            for q in p["probes"]]
+    rows = [[q["name"], q["device"], str(q["n"]), fmt_num(q["gflops"], 4), fmt_time(q["seconds"])] for q in p["probes"]]
     text = [
         "Peak = the best float32 GEMM rate measured here (square `A @ B`, 2n³ FLOPs, best of several samples); "
         "'% peak' divides a runner's GFLOP/s by it. JAX GPU probes run at `Precision.HIGHEST`."
     ]
     core = result["environment"]["env"].get("OPENBLAS_CORETYPE")
     if core:
-        text.append(f"OPENBLAS_CORETYPE={core} is set: OpenBLAS then uses that core's kernels, which can be slower "
-                    "than the CPU allows; NumPy's probe (and the reference) may be held back by it, PyTorch's is not.")
+        text.append(
+            f"OPENBLAS_CORETYPE={core} is set: OpenBLAS then uses that core's kernels, which can be slower "
+            "than the CPU allows; NumPy's probe (and the reference) may be held back by it, PyTorch's is not."
+        )
     if p.get("skipped"):
         text.append("Probes not run: " + "; ".join(f"{k}: {v}" for k, v in p["skipped"].items()))
     return Section("Measured peak", text, [Table(["probe", "device", "n", "GFLOP/s", "time per matmul"], rows)])
@@ -181,8 +201,15 @@ def _row(r: dict[str, Any], baselines: list[str]) -> list[str]:
     n = f"{len(r['samples'])}×{r['inner']}" if r["samples"] else "–"
     sp = [fmt_num(r["speedup"].get(b), 3) + "×" if b in r["speedup"] else "–" for b in baselines]
     return [
-        r["runner"], fmt_time(s["median"]), spread, n, fmt_num(r["gflops"]), fmt_num(r["pct_peak"], 2),
-        fmt_time(r["first_call_s"]), f"{fmt_bytes(mem)} ({how})" if mem is not None else "–", *sp,
+        r["runner"],
+        fmt_time(s["median"]),
+        spread,
+        n,
+        fmt_num(r["gflops"]),
+        fmt_num(r["pct_peak"], 2),
+        fmt_time(r["first_call_s"]),
+        f"{fmt_bytes(mem)} ({how})" if mem is not None else "–",
+        *sp,
     ]
 
 
@@ -198,8 +225,17 @@ def _workload_table(result: dict[str, Any], wname: str) -> Table:
             rows.append([name, status_text(r)] + [""] * (6 + len(baselines)))
         else:
             rows.append(_row(r, baselines))
-    header = ["runner", "median", "IQR (q1 – q3)", "samples×inner", "GFLOP/s", "% peak", "first call",
-              "peak mem MiB", *[f"× vs {b}" for b in baselines]]
+    header = [
+        "runner",
+        "median",
+        "IQR (q1 – q3)",
+        "samples×inner",
+        "GFLOP/s",
+        "% peak",
+        "first call",
+        "peak mem MiB",
+        *[f"× vs {b}" for b in baselines],
+    ]
     return Table(header, rows)
 
 
@@ -214,16 +250,20 @@ def _headline(result: dict[str, Any]) -> Section:
             r = res.get((w["name"], f))
             if not r or r["status"] != "ok":
                 continue
-            rows.append([w["name"], f, fmt_time(r["stats"]["median"])]
-                        + [fmt_num(r["speedup"].get(b)) + "×" if b in r["speedup"] else "–"
-                           for b in _baselines(result)])
+            rows.append(
+                [w["name"], f, fmt_time(r["stats"]["median"])]
+                + [fmt_num(r["speedup"].get(b)) + "×" if b in r["speedup"] else "–" for b in _baselines(result)]
+            )
     busy = [busy_warning(result)] if busy_warning(result) else []
     if not rows:
         return Section("Headline", [*busy, "No fast backend measured a SPEC §8 workload in this run."])
     return Section(
         "Headline: STDP step, SPEC §8 workloads",
-        [*busy, "Speedup = the baseline's median time per step divided by the backend's, measured in the same run, "
-         "interleaved."],
+        [
+            *busy,
+            "Speedup = the baseline's median time per step divided by the backend's, measured in the same run, "
+            "interleaved.",
+        ],
         [Table(["workload", "backend", "median per step", *[f"× vs {b}" for b in _baselines(result)]], rows)],
     )
 
@@ -233,9 +273,11 @@ def _spec_sections(result: dict[str, Any]) -> list[Section]:
     for w in result["workloads"]:
         if w["group"] != "spec":
             continue
-        txt = [f"{w['op']}: N={w['batch']}, {w['size']}×{w['size']}, Ci={w['cin']}, Co={w['cout']}, "
-               f"k={w['k']}, stride {w['stride']}, {w['padding']}, {w['density']:g} spike density, {w['dtype']}; "
-               f"{w['flops'] / 1e6:.4g} MFLOP per call ({w['flops'] // w['pass_flops']} passes)."]
+        txt = [
+            f"{w['op']}: N={w['batch']}, {w['size']}×{w['size']}, Ci={w['cin']}, Co={w['cout']}, "
+            f"k={w['k']}, stride {w['stride']}, {w['padding']}, {w['density']:g} spike density, {w['dtype']}; "
+            f"{w['flops'] / 1e6:.4g} MFLOP per call ({w['flops'] // w['pass_flops']} passes)."
+        ]
         out.append(Section(w["name"], txt, [_workload_table(result, w["name"])], level=3))
     return out
 
@@ -262,40 +304,52 @@ def _sweep_sections(result: dict[str, Any]) -> list[Section]:
                         cells.append(f"{fmt_time(r['stats']['median'])} ({fmt_num(r['gflops'], 2)})")
                 rows.append([dim, fmt_num(v), fmt_num(w["flops"] / 1e6, 3), *cells])
         img = [(f"scaling_{op}.png", f"{op}: time per call and GFLOP/s along each sweep")]
-        out.append(Section(
-            f"Sweep: {op}",
-            ["Cells: median time per call (GFLOP/s). Each sweep varies one dimension of the base point "
-             "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1."],
-            [Table(["dimension", "value", "MFLOP", *names], rows)], img, level=3,
-        ))
+        out.append(
+            Section(
+                f"Sweep: {op}",
+                [
+                    "Cells: median time per call (GFLOP/s). Each sweep varies one dimension of the base point "
+                    "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1."
+                ],
+                [Table(["dimension", "value", "MFLOP", *names], rows)],
+                img,
+                level=3,
+            )
+        )
     return out
 
 
 def _method() -> Section:
-    return Section("How this was measured", [
-        "An STDP step is `Backend.stdp_step` (SPEC §8): deconv2d + stdp_update (two dK) + backtransmit (dX) through "
-        "the updated kernel; a backend's fused step is used when it has one. FLOPs of one pass are "
-        "2·N·H·W·Ci·Co·kh·kw on the input map; a step counts four passes, stdp_update two, the other operators one. "
-        "Inputs are seeded: spikes are float32 0/1 at the stated density, traces and kernels positive.",
-        "Per workload each runner makes a first call (its compile time, for JIT backends, is in 'first call'), "
-        "then warm-up calls; the inner loop is sized so that one sample lasts at least a few milliseconds. "
-        "Samples are then taken round-robin over all runners, rotating the order each round, so runners share "
-        "the machine's load; the table gives the median time per call and the interquartile range of samples. "
-        "Runners whose outputs are jax.Array get device arrays as inputs (converted once, outside the timing) "
-        "and every timed call blocks until all outputs are ready. A runner slower than the cap per call "
-        "(1 s by default; the reference on big maps) is sampled once ('capped').",
-        "Peak memory is the larger of two one-call measurements, labelled: 'rss' = rise of the process's "
-        "resident-set high-water mark during the call (VmHWM reset via /proc/self/clear_refs; sees every "
-        "allocator but not memory reused from an allocator's cache), 'traced' = tracemalloc peak (NumPy and "
-        "Python allocations only); on a GPU, 'device' = JAX's peak_bytes_in_use.",
-        "Speedup '× vs B' = B's median divided by this runner's, from the same run.",
-    ])
+    return Section(
+        "How this was measured",
+        [
+            "An STDP step is `Backend.stdp_step` (SPEC §8): deconv2d + stdp_update (two dK) + backtransmit (dX) "
+            "through the updated kernel; a backend's fused step is used when it has one. FLOPs of one pass are "
+            "2·N·H·W·Ci·Co·kh·kw on the input map; a step counts four passes, stdp_update two, the other operators "
+            "one. "
+            "Inputs are seeded: spikes are float32 0/1 at the stated density, traces and kernels positive.",
+            "Per workload each runner makes a first call (its compile time, for JIT backends, is in 'first call'), "
+            "then warm-up calls; the inner loop is sized so that one sample lasts at least a few milliseconds. "
+            "Samples are then taken round-robin over all runners, rotating the order each round, so runners share "
+            "the machine's load; the table gives the median time per call and the interquartile range of samples. "
+            "Runners whose outputs are jax.Array get device arrays as inputs (converted once, outside the timing) "
+            "and every timed call blocks until all outputs are ready. A runner slower than the cap per call "
+            "(1 s by default; the reference on big maps) is sampled once ('capped').",
+            "Peak memory is the larger of two one-call measurements, labelled: 'rss' = rise of the process's "
+            "resident-set high-water mark during the call (VmHWM reset via /proc/self/clear_refs; sees every "
+            "allocator but not memory reused from an allocator's cache), 'traced' = tracemalloc peak (NumPy and "
+            "Python allocations only); on a GPU, 'device' = JAX's peak_bytes_in_use.",
+            "Speedup '× vs B' = B's median divided by this runner's, from the same run.",
+        ],
+    )
 
 
 def sections(result: dict[str, Any]) -> list[Section]:
-    figs = [("time_by_workload.png", "Median time per STDP step, SPEC §8 workloads (log scale; bars show the IQR)"),
-            ("speedup.png", "Speedup of each backend over each baseline, same run"),
-            ("achieved_vs_peak.png", "Achieved GFLOP/s against the measured float32 GEMM peak")]
+    figs = [
+        ("time_by_workload.png", "Median time per STDP step, SPEC §8 workloads (log scale; bars show the IQR)"),
+        ("speedup.png", "Speedup of each backend over each baseline, same run"),
+        ("achieved_vs_peak.png", "Achieved GFLOP/s against the measured float32 GEMM peak"),
+    ]
     spec = Section("SPEC §8 workloads (STDP step)", images=figs)
     sweep_sections = _sweep_sections(result)
     out = [_headline(result), spec, *_spec_sections(result)]
@@ -310,16 +364,20 @@ def sections(result: dict[str, Any]) -> list[Section]:
 def _md_table(t: Table) -> str:
     align = t.align or "l" + "r" * (len(t.header) - 1)
     esc = lambda c: str(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(esc(h) for h in t.header) + " |",
-             "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(esc(h) for h in t.header) + " |",
+        "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines)
 
 
 def to_markdown(result: dict[str, Any], images: set[str]) -> str:
     e = result["environment"]
-    parts = [f"# convstdp benchmark report\n\n{e['cpu_model']} ({e['cpus_usable']} CPUs), {e['date_utc']}; "
-             f"full data in `report.json`, figures also in `report.html`."]
+    parts = [
+        f"# convstdp benchmark report\n\n{e['cpu_model']} ({e['cpus_usable']} CPUs), {e['date_utc']}; "
+        f"full data in `report.json`, figures also in `report.html`."
+    ]
     for s in sections(result):
         parts.append("#" * s.level + " " + s.title)
         parts += s.text
@@ -356,10 +414,12 @@ def _html_text(t: str) -> str:
 
 def to_html(result: dict[str, Any], images: dict[str, bytes]) -> str:
     e = result["environment"]
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>convstdp benchmark report</title>",
-             f"<style>{_CSS}</style></head><body><h1>convstdp benchmark report</h1>",
-             f"<p>{html.escape(e['cpu_model'])} ({e['cpus_usable']} CPUs), {html.escape(e['date_utc'])}; "
-             "raw figures in <code>report.json</code>.</p>"]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>convstdp benchmark report</title>",
+        f"<style>{_CSS}</style></head><body><h1>convstdp benchmark report</h1>",
+        f"<p>{html.escape(e['cpu_model'])} ({e['cpus_usable']} CPUs), {html.escape(e['date_utc'])}; "
+        "raw figures in <code>report.json</code>.</p>",
+    ]
     for s in sections(result):
         parts.append(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>")
         parts += [f"<p>{_html_text(t)}</p>" for t in s.text]
@@ -367,8 +427,10 @@ def to_html(result: dict[str, Any], images: dict[str, bytes]) -> str:
         for name, cap in s.images:
             if name in images:
                 b64 = base64.b64encode(images[name]).decode()
-                parts.append(f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{b64}'>"
-                             f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img alt='{html.escape(cap)}' src='data:image/png;base64,{b64}'>"
+                    f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+                )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -388,13 +450,23 @@ def summary_text(result: dict[str, Any]) -> str:
             if r["status"] != "ok":
                 rows.append([w["name"], n, status_text(r)[:60], "", "", "", *[""] * len(baselines)])
                 continue
-            rows.append([w["name"], n, fmt_time(r["stats"]["median"]), fmt_num(r["gflops"]),
-                         fmt_num(r["pct_peak"], 2), fmt_time(r["first_call_s"]),
-                         *[fmt_num(r["speedup"].get(b)) + "×" if b in r["speedup"] else "" for b in baselines]])
+            rows.append(
+                [
+                    w["name"],
+                    n,
+                    fmt_time(r["stats"]["median"]),
+                    fmt_num(r["gflops"]),
+                    fmt_num(r["pct_peak"], 2),
+                    fmt_time(r["first_call_s"]),
+                    *[fmt_num(r["speedup"].get(b)) + "×" if b in r["speedup"] else "" for b in baselines],
+                ]
+            )
     peak = result["peak"].get("cpu_peak_gflops")
     head = ["workload", "runner", "median", "GFLOP/s", "% peak", "first call", *[f"vs {b}" for b in baselines]]
-    return (format_table(head, rows) + f"\n\nCPU float32 GEMM peak: {fmt_num(peak, 4)} GFLOP/s; "
-            f"run took {fmt_time(result['duration_s'])}")
+    return (
+        format_table(head, rows) + f"\n\nCPU float32 GEMM peak: {fmt_num(peak, 4)} GFLOP/s; "
+        f"run took {fmt_time(result['duration_s'])}"
+    )
 
 
 def _json_default(o: Any) -> Any:

@@ -69,9 +69,7 @@ def resolve_runners(backend_names: Sequence[str] | None = None, peers: bool | Se
         if name in runners and runners[name].available:
             continue
         if name in FALLBACKS:  # convstdp's adapter first; ngc-learn's functions if it cannot load
-            primary = runners.get(name) or (
-                _backend_runner(name) if name in _backends.registered_backends() else None
-            )
+            primary = runners.get(name) or (_backend_runner(name) if name in _backends.registered_backends() else None)
             if primary is not None and primary.available:
                 runners[name] = primary
                 continue
@@ -88,8 +86,13 @@ def resolve_runners(backend_names: Sequence[str] | None = None, peers: bool | Se
 
 
 def runner_info(r: Runner) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": r.name, "kind": r.kind, "available": r.available, "reason": r.reason,
-                         "source": r.source}
+    d: dict[str, Any] = {
+        "name": r.name,
+        "kind": r.kind,
+        "available": r.available,
+        "reason": r.reason,
+        "source": r.source,
+    }
     if r.available:
         d.update(version=r.backend.version, devices=r.backend.devices(), precision=r.backend.precision)
     return d
@@ -121,8 +124,9 @@ def run(
     if on_step:
         on_step("probing the float32 GEMM peak")
     names = {r.name for r in runners if r.available}
-    probe_kw = dict(quick=quick_probe, with_torch="torch" in names,
-                    with_jax=any(n in names for n in ("jax", "ngclearn")))
+    probe_kw = dict(
+        quick=quick_probe, with_torch="torch" in names, with_jax=any(n in names for n in ("jax", "ngclearn"))
+    )
     load_start = env.load_average()
     peak = probe.run_probes(**probe_kw)
     results: list[dict[str, Any]] = []
@@ -132,8 +136,9 @@ def run(
         for r in runners:
             if _failed(checks, r, w):
                 c = verify.lookup(checks[r.name], w)
-                ms.append(Measurement(r.name, w.name, "error", f"disagrees with the reference: {c.detail}",
-                                      flops=w.flops))
+                ms.append(
+                    Measurement(r.name, w.name, "error", f"disagrees with the reference: {c.detail}", flops=w.flops)
+                )
         sp = _speedups(ms)
         for m in ms:
             d = m.as_dict()

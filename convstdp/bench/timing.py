@@ -42,8 +42,15 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(min_sample_s=0.0005, warmup_s=0.0, min_repeats=3, max_repeats=3, budget_s=0.0,
-                   spec_budget_s=0.0, slow_s=0.25)
+        return cls(
+            min_sample_s=0.0005,
+            warmup_s=0.0,
+            min_repeats=3,
+            max_repeats=3,
+            budget_s=0.0,
+            spec_budget_s=0.0,
+            slow_s=0.25,
+        )
 
     def budget_for(self, w: Workload) -> float:
         return self.spec_budget_s if w.group == "spec" else self.budget_s
@@ -93,8 +100,16 @@ class Measurement:
         s = np.asarray(self.samples)
         q1, med, q3 = (float(v) for v in np.percentile(s, [25, 50, 75]))
         comp = None if self.first_call_s is None else max(0.0, self.first_call_s - med)
-        return dict(median=med, q1=q1, q3=q3, iqr=q3 - q1, min=float(s.min()), max=float(s.max()),
-                    mean=float(s.mean()), compile_s=comp)
+        return dict(
+            median=med,
+            q1=q1,
+            q3=q3,
+            iqr=q3 - q1,
+            min=float(s.min()),
+            max=float(s.max()),
+            mean=float(s.mean()),
+            compile_s=comp,
+        )
 
     @property
     def median(self) -> float | None:
@@ -256,16 +271,16 @@ def bench_workload(
         while active:
             if on_step:
                 on_step(f"{w.name}: round {rnd + 1}")
-            order = active[rnd % len(active):] + active[: rnd % len(active)]
+            order = active[rnd % len(active) :] + active[: rnd % len(active)]
             for p in order:
                 t0 = time.perf_counter()
                 p.m.samples.append(_timed(p.fn, p.m.inner))
                 p.spent += time.perf_counter() - t0
             rnd += 1
             active = [
-                p for p in active
-                if len(p.m.samples) < st.min_repeats
-                or (p.spent < budget and len(p.m.samples) < st.max_repeats)
+                p
+                for p in active
+                if len(p.m.samples) < st.min_repeats or (p.spent < budget and len(p.m.samples) < st.max_repeats)
             ]
             for p in order:
                 if p not in active:

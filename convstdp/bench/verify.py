@@ -41,8 +41,9 @@ def _scales(w: Workload, inp: dict[str, np.ndarray], want: tuple[np.ndarray, ...
     p = STDP_PARAMS
 
     def dw_scale() -> np.ndarray:
-        ltp = ref.deconv2d_dk(np.abs(a["pre_trace"] - p["pretrace_target"]), p["A_plus"] * a["post_spike"],
-                              kernel_size=w.k, **geo)
+        ltp = ref.deconv2d_dk(
+            np.abs(a["pre_trace"] - p["pretrace_target"]), p["A_plus"] * a["post_spike"], kernel_size=w.k, **geo
+        )
         ltd = ref.deconv2d_dk(a["pre_spike"], p["A_minus"] * a["post_trace"], kernel_size=w.k, **geo)
         return ltp + ltd
 

@@ -176,8 +176,18 @@ def sweep_workloads(ops: Sequence[str] = OPS) -> list[Workload]:
                 name = f"{op}/{dim}={v:g}"
             out.append(
                 Workload(
-                    name, op, p["batch"], p["size"], p["cin"], p["cout"], p["k"], p["stride"],
-                    p["padding"], p["density"], group="sweep", sweeps=tuple(tags),
+                    name,
+                    op,
+                    p["batch"],
+                    p["size"],
+                    p["cin"],
+                    p["cout"],
+                    p["k"],
+                    p["stride"],
+                    p["padding"],
+                    p["density"],
+                    group="sweep",
+                    sweeps=tuple(tags),
                 )
             )
     return out
@@ -188,9 +198,7 @@ def all_workloads() -> list[Workload]:
     return [*SPEC_WORKLOADS, *sweep_workloads()]
 
 
-def select(
-    patterns: Iterable[str] | None = None, *, sweeps: bool = True, gpu: bool = False
-) -> list[Workload]:
+def select(patterns: Iterable[str] | None = None, *, sweeps: bool = True, gpu: bool = False) -> list[Workload]:
     """Workloads by name or glob (``"step/*"``); without patterns the default set.
 
     The default set is SPEC §8 (``gpu-large`` only when ``gpu``) plus, when ``sweeps``, every
@@ -219,8 +227,13 @@ def select(
 def shrink(w: Workload) -> Workload:
     """A small version of ``w`` (same op, stride, padding, kernel) for accuracy checks."""
     return replace(
-        w, name=w.name + "~small", batch=min(w.batch, 2), size=min(w.size, 9), cin=min(w.cin, 3),
-        cout=min(w.cout, 4), k=min(w.k, 5),
+        w,
+        name=w.name + "~small",
+        batch=min(w.batch, 2),
+        size=min(w.size, 9),
+        cin=min(w.cin, 3),
+        cout=min(w.cout, 4),
+        k=min(w.k, 5),
     )
 
 
@@ -262,8 +275,14 @@ def call(backend: Any, w: Workload, inputs: dict[str, Any]) -> Any:
     geo = dict(stride=w.stride, padding=w.padding)
     if w.op == "step":
         return backend.stdp_step(
-            inputs["kernel"], inputs["x"], inputs["pre_spike"], inputs["pre_trace"],
-            inputs["post_spike"], inputs["post_trace"], **geo, **STDP_PARAMS,
+            inputs["kernel"],
+            inputs["x"],
+            inputs["pre_spike"],
+            inputs["pre_trace"],
+            inputs["post_spike"],
+            inputs["post_trace"],
+            **geo,
+            **STDP_PARAMS,
         )
     if w.op == "deconv2d":
         return backend.deconv2d(inputs["x"], inputs["kernel"], **geo)
@@ -273,7 +292,12 @@ def call(backend: Any, w: Workload, inputs: dict[str, Any]) -> Any:
         return backend.deconv2d_dx(inputs["kernel"], inputs["d_out"], **geo)
     if w.op == "stdp_update":
         return backend.stdp_update(
-            inputs["kernel"], inputs["pre_spike"], inputs["pre_trace"], inputs["post_spike"],
-            inputs["post_trace"], **geo, **STDP_PARAMS,
+            inputs["kernel"],
+            inputs["pre_spike"],
+            inputs["pre_trace"],
+            inputs["post_spike"],
+            inputs["post_trace"],
+            **geo,
+            **STDP_PARAMS,
         )
     raise ValueError(f"unknown op {w.op!r}; expected one of {', '.join(OPS)}")

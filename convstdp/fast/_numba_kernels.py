@@ -207,8 +207,9 @@ def _deconv_row(x1, offs, ent, kr, y1, n, p, H, W, Ci, kh, kw, Co, Ho, Wo, sh, s
             q0 = w * sw + lo_w - kw + 1  # output column of the last tap (b = kw - 1)
             b0, b1 = max(0, -q0), min(kw, Wo - q0)
             if b0 < b1:
-                _axpy(y1, (yrow + q0 + b0) * Co, kr, ((a * Ci + i) * kw + b0) * Co, x1[xrow + w * Ci + i],
-                      (b1 - b0) * Co)
+                _axpy(
+                    y1, (yrow + q0 + b0) * Co, kr, ((a * Ci + i) * kw + b0) * Co, x1[xrow + w * Ci + i], (b1 - b0) * Co
+                )
         a += sh
         r += 1
 
@@ -268,8 +269,14 @@ def _dx_row(d1, offs, ent, kp, dx1, cols, n, h, H, W, Ci, kh, Co, Ho, Wo, sh, lo
             o = ent[e] & 0xFFFFFFFF
             cnt = cols[2, q]
             if cnt > 0:
-                _axpy(dx1, (xrow + cols[0, q]) * Ci, kp, ((a * Co + o) * SM + cols[1, q]) * Ci, d1[drow + q * Co + o],
-                      cnt * Ci)
+                _axpy(
+                    dx1,
+                    (xrow + cols[0, q]) * Ci,
+                    kp,
+                    ((a * Co + o) * SM + cols[1, q]) * Ci,
+                    d1[drow + q * Co + o],
+                    cnt * Ci,
+                )
 
 
 @njit(**_PAR)
@@ -303,8 +310,36 @@ def dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
 
 
 @njit(**_JIT)
-def _dk_item(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, tgt, use1, use2, acc1, acc2, cols, item,
-             H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, SM):
+def _dk_item(
+    x1,
+    d1,
+    d1_offs,
+    d1_ent,
+    x2,
+    d2,
+    x2_offs,
+    x2_ent,
+    tgt,
+    use1,
+    use2,
+    acc1,
+    acc2,
+    cols,
+    item,
+    H,
+    W,
+    Ci,
+    kh,
+    kw,
+    Co,
+    Ho,
+    Wo,
+    sh,
+    sw,
+    lo_h,
+    lo_w,
+    SM,
+):
     n = item // H
     h = item - n * H
     if use2:  # LTD: non-zero x2[n, h, w, i] times rows of d2
@@ -319,8 +354,14 @@ def _dk_item(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, tgt, use1, use2, 
             b0, b1 = max(0, -q0), min(kw, Wo - q0)
             if b0 < b1:
                 for a in range(a0, a1 + 1):
-                    _axpy(acc2, ((a * Ci + i) * kw + b0) * Co, d2, ((n * Ho + top - a) * Wo + q0 + b0) * Co, v,
-                          (b1 - b0) * Co)
+                    _axpy(
+                        acc2,
+                        ((a * Ci + i) * kw + b0) * Co,
+                        d2,
+                        ((n * Ho + top - a) * Wo + q0 + b0) * Co,
+                        v,
+                        (b1 - b0) * Co,
+                    )
     if use1:  # LTP: non-zero d1[n, p, q, o] times (x1 - tgt) of the rows it meets
         for p in range((h * Ho) // H, ((h + 1) * Ho) // H):
             r = n * Ho + p
@@ -339,8 +380,9 @@ def _dk_item(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, tgt, use1, use2, 
                 a = a_first
                 hh = h_first
                 while a < a_end:
-                    _axpy_shift(acc1, ((a * Co + o) * SM + cols[1, q]) * Ci, x1, (hh * W + cols[0, q]) * Ci,
-                                dv, tgt, cnt * Ci)
+                    _axpy_shift(
+                        acc1, ((a * Co + o) * SM + cols[1, q]) * Ci, x1, (hh * W + cols[0, q]) * Ci, dv, tgt, cnt * Ci
+                    )
                     a += sh
                     hh += 1
 
@@ -381,8 +423,34 @@ def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, 
 
 
 @njit(**_PAR)
-def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, buf, sh, sw, lo_h, lo_w, chunks,
-            tgt, use1, use2, s1, s2, eta, w_decay, w_bound, par):
+def dk_core(
+    x1,
+    d1,
+    d1_offs,
+    d1_ent,
+    x2,
+    d2,
+    x2_offs,
+    x2_ent,
+    w_in,
+    w_out,
+    dw,
+    buf,
+    sh,
+    sw,
+    lo_h,
+    lo_w,
+    chunks,
+    tgt,
+    use1,
+    use2,
+    s1,
+    s2,
+    eta,
+    w_decay,
+    w_bound,
+    par,
+):
     """Into ``w_out``, ``dw`` (shape of ``w_in``): ``dW = s1·dK(x1 - tgt, d1) + s2·dK(x2, d2)``,
     ``W' = W + eta·dW`` (decay, clip). The per-chunk partials live in ``buf`` (dtype of ``x1``, any
     contents, at least ``chunks·(kh·Ci·Co·(kw + sw·M))`` long; each chunk zeroes its own)."""
@@ -405,16 +473,72 @@ def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, b
             _zero(a1, 0, a1.size)
             _zero(a2, 0, a2.size)
             for item in range((c * items) // chunks, ((c + 1) * items) // chunks):
-                _dk_item(x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, a1, a2, cols, item,
-                         H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, sw * M)
+                _dk_item(
+                    x11,
+                    d11,
+                    d1_offs,
+                    d1_ent,
+                    x21,
+                    d21,
+                    x2_offs,
+                    x2_ent,
+                    tgt_c,
+                    use1,
+                    use2,
+                    a1,
+                    a2,
+                    cols,
+                    item,
+                    H,
+                    W,
+                    Ci,
+                    kh,
+                    kw,
+                    Co,
+                    Ho,
+                    Wo,
+                    sh,
+                    sw,
+                    lo_h,
+                    lo_w,
+                    sw * M,
+                )
     else:
         for c in range(chunks):
             a1, a2 = acc1[c], acc2[c]
             _zero(a1, 0, a1.size)
             _zero(a2, 0, a2.size)
             for item in range((c * items) // chunks, ((c + 1) * items) // chunks):
-                _dk_item(x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, a1, a2, cols, item,
-                         H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, sw * M)
+                _dk_item(
+                    x11,
+                    d11,
+                    d1_offs,
+                    d1_ent,
+                    x21,
+                    d21,
+                    x2_offs,
+                    x2_ent,
+                    tgt_c,
+                    use1,
+                    use2,
+                    a1,
+                    a2,
+                    cols,
+                    item,
+                    H,
+                    W,
+                    Ci,
+                    kh,
+                    kw,
+                    Co,
+                    Ho,
+                    Wo,
+                    sh,
+                    sw,
+                    lo_h,
+                    lo_w,
+                    sw * M,
+                )
     _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, dw, w_out, sw, M)
 
 
@@ -422,8 +546,35 @@ def dk_core(x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, b
 
 
 @njit(**_JIT)
-def stdp_step(k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_buf, post_buf, acc_buf, x_is_pre,
-              sh, sw, lo_h, lo_w, chunks, A_plus, A_minus, eta, tgt, w_decay, w_bound, par):
+def stdp_step(
+    k,
+    x,
+    pre_s,
+    pre_t,
+    post_s,
+    post_t,
+    y,
+    w_out,
+    dw,
+    dx,
+    x_buf,
+    pre_buf,
+    post_buf,
+    acc_buf,
+    x_is_pre,
+    sh,
+    sw,
+    lo_h,
+    lo_w,
+    chunks,
+    A_plus,
+    A_minus,
+    eta,
+    tgt,
+    w_decay,
+    w_bound,
+    par,
+):
     """SPEC §8 into ``y``, ``w_out``, ``dw``, ``dx``: ``y = deconv2d(x, K)``,
     ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``; scratch as in :func:`row_lists`
     (``x_buf`` unused when ``x_is_pre``) and :func:`dk_core`."""
@@ -435,6 +586,32 @@ def stdp_step(k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_b
         x_offs, x_ent = row_lists(x, x_buf, par)
         deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, par)
     on = chunks > 0  # a run-time True (a literal would compile a second dk_core)
-    dk_core(pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, w_out, dw, acc_buf, sh, sw, lo_h,
-            lo_w, chunks, tgt, on, on, A_plus, -A_minus, eta, w_decay, w_bound, par)
+    dk_core(
+        pre_t,
+        post_s,
+        post_offs,
+        post_ent,
+        pre_s,
+        post_t,
+        pre_offs,
+        pre_ent,
+        k,
+        w_out,
+        dw,
+        acc_buf,
+        sh,
+        sw,
+        lo_h,
+        lo_w,
+        chunks,
+        tgt,
+        on,
+        on,
+        A_plus,
+        -A_minus,
+        eta,
+        w_decay,
+        w_bound,
+        par,
+    )
     dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, par)

@@ -108,8 +108,18 @@ def _stdp_step_body(
     """SPEC §8 step: y = deconv2d(x, W); (W', dW) = stdp_update(W, ...); dX = dX(W', post_spike)."""
     y = F.deconv2d(x, kernel.astype(dtype), stride, pads, size[1], form, num)
     w_new, dw = _stdp_update_body(
-        kernel, pre_spike, pre_trace, post_spike, post_trace, scalars,
-        stride=stride, pads=pads, size=size[0], form=form, num=num, dtype=dtype,
+        kernel,
+        pre_spike,
+        pre_trace,
+        post_spike,
+        post_trace,
+        scalars,
+        stride=stride,
+        pads=pads,
+        size=size[0],
+        form=form,
+        num=num,
+        dtype=dtype,
     )
     dx = F.deconv2d_dx(w_new, post_spike, stride, pads, size[2], num, form)
     return y, w_new, dw, dx

@@ -60,12 +60,17 @@ def _chunks(rows: int, acc_size: int, operand_size: int) -> int:
     return max(1, min(rows, MAX_CHUNKS, operand_size // max(1, acc_size)))
 
 
-def _y_shape(x_shape: tuple[int, ...], k_shape: tuple[int, ...], stride: tuple[int, int], padding: Pads
-             ) -> tuple[int, int, int, int]:
+def _y_shape(
+    x_shape: tuple[int, ...], k_shape: tuple[int, ...], stride: tuple[int, int], padding: Pads
+) -> tuple[int, int, int, int]:
     """``deconv2d`` output shape ``(N, Ho, Wo, Co)`` for explicit pads."""
     (lo_h, hi_h), (lo_w, hi_w) = padding
-    return (x_shape[0], geometry.output_length(x_shape[1], k_shape[0], stride[0], lo_h, hi_h),
-            geometry.output_length(x_shape[2], k_shape[1], stride[1], lo_w, hi_w), k_shape[3])
+    return (
+        x_shape[0],
+        geometry.output_length(x_shape[1], k_shape[0], stride[0], lo_h, hi_h),
+        geometry.output_length(x_shape[2], k_shape[1], stride[1], lo_w, hi_w),
+        k_shape[3],
+    )
 
 
 def _acc_size(kernel_shape: tuple[int, ...], sw: int) -> int:
@@ -174,9 +179,34 @@ class NumbaBackend:
         with self._schedule(par):
             drive = d_out if by_d else x
             offs, ent = self._k.row_lists(drive, _list_buf(drive), par)
-            self._k.dk_core(x, d_out, offs, ent, x, d_out, offs, ent, w0, np.empty_like(w0), dk,
-                            _acc_buf(chunks, k_shape, stride[1], dt), stride[0], stride[1], padding[0][0],
-                            padding[1][0], chunks, 0.0, by_d, not by_d, 1.0, 1.0, 0.0, 0.0, 0.0, par)
+            self._k.dk_core(
+                x,
+                d_out,
+                offs,
+                ent,
+                x,
+                d_out,
+                offs,
+                ent,
+                w0,
+                np.empty_like(w0),
+                dk,
+                _acc_buf(chunks, k_shape, stride[1], dt),
+                stride[0],
+                stride[1],
+                padding[0][0],
+                padding[1][0],
+                chunks,
+                0.0,
+                by_d,
+                not by_d,
+                1.0,
+                1.0,
+                0.0,
+                0.0,
+                0.0,
+                par,
+            )
         return dk
 
     def stdp_update(
@@ -208,10 +238,34 @@ class NumbaBackend:
         with self._schedule(par):
             pre_offs, pre_ent = k.row_lists(pre_spike, _list_buf(pre_spike), par)
             post_offs, post_ent = k.row_lists(post_spike, _list_buf(post_spike), par)
-            k.dk_core(pre_trace, post_spike, post_offs, post_ent, pre_spike, post_trace, pre_offs, pre_ent, kernel,
-                      w_new, dw, _acc_buf(chunks, kernel.shape, stride[1], dt), stride[0], stride[1], padding[0][0],
-                      padding[1][0], chunks, pretrace_target, True, True, A_plus, -A_minus, eta, w_decay, w_bound,
-                      par)
+            k.dk_core(
+                pre_trace,
+                post_spike,
+                post_offs,
+                post_ent,
+                pre_spike,
+                post_trace,
+                pre_offs,
+                pre_ent,
+                kernel,
+                w_new,
+                dw,
+                _acc_buf(chunks, kernel.shape, stride[1], dt),
+                stride[0],
+                stride[1],
+                padding[0][0],
+                padding[1][0],
+                chunks,
+                pretrace_target,
+                True,
+                True,
+                A_plus,
+                -A_minus,
+                eta,
+                w_decay,
+                w_bound,
+                par,
+            )
         return w_new, dw
 
     def stdp_step(
@@ -236,11 +290,18 @@ class NumbaBackend:
         dt = kernel.dtype
         same = dt in _FLOATS and all(a.dtype == dt for a in (x, pre_spike, pre_trace, post_spike, post_trace))
         if not same:  # mixed dtypes: each operator has its own SPEC §4 result dtype
-            params = dict(A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target,
-                          w_decay=w_decay, w_bound=w_bound)
+            params = dict(
+                A_plus=A_plus,
+                A_minus=A_minus,
+                eta=eta,
+                pretrace_target=pretrace_target,
+                w_decay=w_decay,
+                w_bound=w_bound,
+            )
             y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(kernel, pre_spike, pre_trace, post_spike, post_trace,
-                                         stride=stride, padding=padding, **params)
+            w_new, dw = self.stdp_update(
+                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, **params
+            )
             dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
             return y, w_new, dw, dx
         x_is_pre = x is pre_spike
@@ -251,11 +312,35 @@ class NumbaBackend:
         y = np.empty(_y_shape(x.shape, kernel.shape, stride, padding), dtype=dt)
         w_new, dw, dx = np.empty(kernel.shape, dtype=dt), np.empty(kernel.shape, dtype=dt), np.empty(x.shape, dtype=dt)
         with self._schedule(par):
-            self._k.stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, y, w_new, dw, dx,
-                              _EMPTY_LIST if x_is_pre else _list_buf(x), _list_buf(pre_spike), _list_buf(post_spike),
-                              _acc_buf(chunks, kernel.shape, stride[1], dt), x_is_pre, stride[0], stride[1],
-                              padding[0][0], padding[1][0], chunks, A_plus, A_minus, eta, pretrace_target, w_decay,
-                              w_bound, par)
+            self._k.stdp_step(
+                kernel,
+                x,
+                pre_spike,
+                pre_trace,
+                post_spike,
+                post_trace,
+                y,
+                w_new,
+                dw,
+                dx,
+                _EMPTY_LIST if x_is_pre else _list_buf(x),
+                _list_buf(pre_spike),
+                _list_buf(post_spike),
+                _acc_buf(chunks, kernel.shape, stride[1], dt),
+                x_is_pre,
+                stride[0],
+                stride[1],
+                padding[0][0],
+                padding[1][0],
+                chunks,
+                A_plus,
+                A_minus,
+                eta,
+                pretrace_target,
+                w_decay,
+                w_bound,
+                par,
+            )
         return y, w_new, dw, dx
 
 
