@@ -388,6 +388,20 @@ def _dk_item(
 
 
 @njit(**_JIT)
+def _dk_chunk(a1, a2, first, last, ctx, dims):
+    """One dK partial sum: zero this chunk's accumulators, then add items ``first..last-1``."""
+    x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, cols = ctx
+    H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, SM = dims
+    _zero(a1, 0, a1.size)
+    _zero(a2, 0, a2.size)
+    for item in range(first, last):
+        _dk_item(
+            x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, a1, a2, cols, item,
+            H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, SM,
+        )  # fmt: skip
+
+
+@njit(**_JIT)
 def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, dw, w_out, sw, M):
     """Partials added in chunk order (in float64, streaming through each chunk); then ``dW`` and
     ``W' = W + eta·dW (- w_decay·W) (clipped)`` in float64, rounded once to the result dtype."""
@@ -466,79 +480,14 @@ def dk_core(
     tgt_c = tgt_a[0]
     x11, d11, x21, d21 = x1.reshape(-1), d1.reshape(-1), x2.reshape(-1), d2.reshape(-1)
     cols = _phase_cols(Wo, W, kw, sw, lo_w)
-    items = N * H
+    ctx = (x11, d11, d1_offs, d1_ent, x21, d21, x2_offs, x2_ent, tgt_c, use1, use2, cols)
+    dims = (H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w, sw * M)
     if par:
         for c in prange(chunks):
-            a1, a2 = acc1[c], acc2[c]
-            _zero(a1, 0, a1.size)
-            _zero(a2, 0, a2.size)
-            for item in range((c * items) // chunks, ((c + 1) * items) // chunks):
-                _dk_item(
-                    x11,
-                    d11,
-                    d1_offs,
-                    d1_ent,
-                    x21,
-                    d21,
-                    x2_offs,
-                    x2_ent,
-                    tgt_c,
-                    use1,
-                    use2,
-                    a1,
-                    a2,
-                    cols,
-                    item,
-                    H,
-                    W,
-                    Ci,
-                    kh,
-                    kw,
-                    Co,
-                    Ho,
-                    Wo,
-                    sh,
-                    sw,
-                    lo_h,
-                    lo_w,
-                    sw * M,
-                )
+            _dk_chunk(acc1[c], acc2[c], (c * N * H) // chunks, ((c + 1) * N * H) // chunks, ctx, dims)
     else:
         for c in range(chunks):
-            a1, a2 = acc1[c], acc2[c]
-            _zero(a1, 0, a1.size)
-            _zero(a2, 0, a2.size)
-            for item in range((c * items) // chunks, ((c + 1) * items) // chunks):
-                _dk_item(
-                    x11,
-                    d11,
-                    d1_offs,
-                    d1_ent,
-                    x21,
-                    d21,
-                    x2_offs,
-                    x2_ent,
-                    tgt_c,
-                    use1,
-                    use2,
-                    a1,
-                    a2,
-                    cols,
-                    item,
-                    H,
-                    W,
-                    Ci,
-                    kh,
-                    kw,
-                    Co,
-                    Ho,
-                    Wo,
-                    sh,
-                    sw,
-                    lo_h,
-                    lo_w,
-                    sw * M,
-                )
+            _dk_chunk(acc1[c], acc2[c], (c * N * H) // chunks, ((c + 1) * N * H) // chunks, ctx, dims)
     _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, dw, w_out, sw, M)
 
 
