@@ -166,18 +166,10 @@ class Backend:
         """Trace-STDP step → ``(W', dW)``, both ``(kh,kw,Ci,Co)``; ``pre_*`` x-shaped, ``post_*`` y-shaped."""
         arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
         g = geometry.check_stdp_update(*arrays, stride, padding)
-        c = geometry.check_scalar
-        return self.impl.stdp_update(
-            *arrays,
-            stride=g.stride,
-            padding=g.pads,
-            A_plus=c("A_plus", A_plus),
-            A_minus=c("A_minus", A_minus),
-            eta=c("eta", eta),
-            pretrace_target=c("pretrace_target", pretrace_target),
-            w_decay=c("w_decay", w_decay),
-            w_bound=c("w_bound", w_bound),
+        scalars = geometry.check_stdp_scalars(
+            A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
         )
+        return self.impl.stdp_update(*arrays, stride=g.stride, padding=g.pads, **scalars)
 
     def stdp_step(
         self,
@@ -207,16 +199,17 @@ class Backend:
         arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
         x = _array(x)
         g = geometry.check_stdp_step(arrays[0], x, *arrays[1:], stride, padding)
-        c = geometry.check_scalar
         params = dict(
             stride=g.stride,
             padding=g.pads,
-            A_plus=c("A_plus", A_plus),
-            A_minus=c("A_minus", A_minus),
-            eta=c("eta", eta),
-            pretrace_target=c("pretrace_target", pretrace_target),
-            w_decay=c("w_decay", w_decay),
-            w_bound=c("w_bound", w_bound),
+            **geometry.check_stdp_scalars(
+                A_plus=A_plus,
+                A_minus=A_minus,
+                eta=eta,
+                pretrace_target=pretrace_target,
+                w_decay=w_decay,
+                w_bound=w_bound,
+            ),
         )
         fused = getattr(self.impl, "stdp_step", None)
         if callable(fused):

@@ -40,6 +40,7 @@ __all__ = [
     "check_stdp_update",
     "check_stdp_step",
     "check_scalar",
+    "check_stdp_scalars",
 ]
 
 
@@ -397,6 +398,11 @@ def check_scalar(name: str, value: Any) -> float:
             return float(value)
         raise TypeError(f"{name} must be a real scalar, got {value!r} of type {type(value).__name__}")
     return float(value)
+
+
+def check_stdp_scalars(**scalars: Any) -> dict[str, float]:
+    """``A_plus``, ``A_minus``, ``eta``, ``pretrace_target``, ``w_decay``, ``w_bound`` → floats, by name."""
+    return {name: check_scalar(name, value) for name, value in scalars.items()}
 
 
 @_memoized
