@@ -1,9 +1,8 @@
-"""Operators as data and the checks run on each (case, backend, operator).
+"""The checks run on each (case, backend, operator).
 
-For every operator the harness knows how to call it through :class:`convstdp.Backend`, which
-inputs it reads (to check they are left alone), the dtype SPEC §4 promises, and the float64
-expectation: the reference on the float64-cast inputs plus a per-element tolerance *scale*
-(:mod:`convstdp.conformance.tolerance`). The adjoint identities are checked on the backend's own
+The operators are data (:mod:`convstdp.conformance.operators`); the float64 expectation and
+tolerance scales come from :mod:`convstdp.conformance.expectation`. Each output is compared
+element by element against its bound; the adjoint identities are checked on the backend's own
 ``deconv2d``, ``deconv2d_dx`` and ``deconv2d_dk`` outputs.
 """
 
@@ -13,170 +12,28 @@ import contextlib
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from convstdp import geometry
 from convstdp.conformance import tolerance as tol
 from convstdp.conformance.cases import Case
-from convstdp.reference import ops as ref
+from convstdp.conformance.expectation import Expectation, Expected, _f64, expect
+from convstdp.conformance.operators import OPERATOR_NAMES, OPERATORS, Inputs, Operator
 
 __all__ = [
     "Operator",
     "OPERATORS",
     "OPERATOR_NAMES",
     "Expectation",
+    "Expected",
     "Result",
     "OutputCheck",
     "expect",
     "check_case",
 ]
-
-Inputs = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Operator:
-    """How to call one operator and what it reads and returns (output names in order)."""
-
-    name: str
-    args: tuple[str, ...]
-    outputs: tuple[str, ...]
-    call: Callable[[Any, Case, Inputs], Sequence[Any]]
-
-
-def _call_deconv2d(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d(i["x"], i["kernel"], stride=c.stride, padding=c.padding),)
-
-
-def _call_dk(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d_dk(i["x"], i["d_out"], kernel_size=c.kernel, stride=c.stride, padding=c.padding),)
-
-
-def _call_dx(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d_dx(i["kernel"], i["d_out"], stride=c.stride, padding=c.padding),)
-
-
-_STDP_ARGS = ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace")
-
-
-def _call_stdp(be: Any, c: Case, i: Inputs) -> tuple[Any, Any]:
-    out = be.stdp_update(*(i[a] for a in _STDP_ARGS), stride=c.stride, padding=c.padding, **c.params)
-    return tuple(out)
-
-
-def _call_step(be: Any, c: Case, i: Inputs) -> tuple[Any, Any, Any, Any]:
-    k, *rest = (i[a] for a in _STDP_ARGS)
-    out = be.stdp_step(k, i["x"], *rest, stride=c.stride, padding=c.padding, **c.params)
-    return tuple(out)
-
-
-OPERATORS: tuple[Operator, ...] = (
-    Operator("deconv2d", ("x", "kernel"), ("y",), _call_deconv2d),
-    Operator("deconv2d_dk", ("x", "d_out"), ("dK",), _call_dk),
-    Operator("deconv2d_dx", ("kernel", "d_out"), ("dX",), _call_dx),
-    Operator("stdp_update", _STDP_ARGS, ("W'", "dW"), _call_stdp),
-    Operator("stdp_step", ("x", *_STDP_ARGS), ("y", "W'", "dW", "dX"), _call_step),
-)
-OPERATOR_NAMES = tuple(op.name for op in OPERATORS) + ("adjoint",)
-
-
-# ----------------------------------------------------------------------------- expectation
-
-
-@dataclass
-class Expected:
-    """Reference value (float64), tolerance scale (float64, same shape) and SPEC dtype."""
-
-    value: np.ndarray
-    scale: np.ndarray
-    dtype: np.dtype
-
-
-@dataclass
-class Expectation:
-    """Everything the reference says about one case: ``{operator: {output: Expected}}``."""
-
-    case: Case
-    ops: dict[str, dict[str, Expected]]
-
-
-def _f64(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a).astype(np.float64)
-
-
-@lru_cache(maxsize=256)
-def _counts(case_geom: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Terms per output element of deconv2d, dK and dX: each operator on all-ones inputs."""
-    xs, ks, ys, stride, pads = case_geom
-    x1, k1, d1 = np.ones(xs), np.ones(ks), np.ones(ys)
-    kw = dict(stride=stride, padding=pads)
-    return (
-        ref.deconv2d(x1, k1, **kw),
-        ref.deconv2d_dk(x1, d1, kernel_size=ks[:2], **kw),
-        ref.deconv2d_dx(k1, d1, **kw),
-    )
-
-
-def expect(case: Case, inputs: Inputs) -> Expectation:
-    """The reference outputs (float64, on float64-cast inputs) and tolerance scales of ``case``."""
-    g = case.geometry()
-    kw = dict(stride=g.stride, padding=g.pads)
-    n_y, n_k, n_x = _counts((g.x_shape, g.kernel_shape, g.y_shape, g.stride, g.pads))
-    x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
-    prs, prt, pos, pot = (_f64(inputs[a]) for a in ("pre_spike", "pre_trace", "post_spike", "post_trace"))
-    dt = {name: geometry.result_dtype(*(np.dtype(inputs[a].dtype) for a in op.args)) for name, op in _OPS.items()}
-    ks = g.kernel_size
-    p = case.params
-
-    y = Expected(ref.deconv2d(x, k, **kw), tol.sum_scale(ref.deconv2d(abs(x), abs(k), **kw), n_y), dt["deconv2d"])
-    dk = Expected(
-        ref.deconv2d_dk(x, d, kernel_size=ks, **kw),
-        tol.sum_scale(ref.deconv2d_dk(abs(x), abs(d), kernel_size=ks, **kw), n_k),
-        dt["deconv2d_dk"],
-    )
-    dx = Expected(
-        ref.deconv2d_dx(k, d, **kw), tol.sum_scale(ref.deconv2d_dx(abs(k), abs(d), **kw), n_x), dt["deconv2d_dx"]
-    )
-
-    # stdp_update, composed bound (tolerance module docstring).
-    w_new, dw = ref.stdp_update(k, prs, prt, pos, pot, **kw, **p)
-    m_ltp = ref.deconv2d_dk(abs(prt) + abs(p["pretrace_target"]), abs(p["A_plus"]) * abs(pos), kernel_size=ks, **kw)
-    m_ltd = ref.deconv2d_dk(abs(prs), abs(p["A_minus"]) * abs(pot), kernel_size=ks, **kw)
-    m_dw = m_ltp + m_ltd
-    s_dw = tol.sum_scale(m_dw, n_k, tol.EXTRA_ROUNDINGS["dW"])
-    m_w = abs(k) * (1 + abs(p["w_decay"])) + abs(p["eta"]) * m_dw + max(p["w_bound"], 0.0)
-    s_w = abs(p["eta"]) * s_dw + tol.EXTRA_ROUNDINGS["W"] * m_w
-    st = dt["stdp_update"]
-    w_exp, dw_exp = Expected(w_new, s_w, st), Expected(dw, s_dw, st)
-
-    # stdp_step: dX through the updated filters inherits W's bound.
-    step_dx = ref.deconv2d_dx(w_new, pos, **kw)
-    s_step_dx = tol.sum_scale(ref.deconv2d_dx(abs(w_new), abs(pos), **kw), n_x) + ref.deconv2d_dx(s_w, abs(pos), **kw)
-    sd = dt["stdp_step"]
-    step = {
-        "y": Expected(y.value, y.scale, sd),
-        "W'": Expected(w_new, s_w, sd),
-        "dW": Expected(dw, s_dw, sd),
-        "dX": Expected(step_dx, s_step_dx, sd),
-    }
-    return Expectation(
-        case,
-        {
-            "deconv2d": {"y": y},
-            "deconv2d_dk": {"dK": dk},
-            "deconv2d_dx": {"dX": dx},
-            "stdp_update": {"W'": w_exp, "dW": dw_exp},
-            "stdp_step": step,
-        },
-    )
-
-
-_OPS = {op.name: op for op in OPERATORS}
 
 
 # ----------------------------------------------------------------------------- results
