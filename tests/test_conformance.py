@@ -160,7 +160,7 @@ def test_reference_passes_the_quick_grid_with_margin() -> None:
 
 
 class _Raises:
-    """An implementation whose dK raises and whose dX is unsupported."""
+    """An implementation whose dK raises and whose dX raises ``NotImplementedError``."""
 
     def __init__(self) -> None:
         self._ref = broken.ReferenceWrapper()
@@ -174,7 +174,19 @@ class _Raises:
         raise NotImplementedError("no rectangular kernels upstream")
 
 
-def test_errors_and_unsupported_are_recorded_per_operator_and_the_run_goes_on() -> None:
+class _DeclaresSquare(broken.ReferenceWrapper):
+    """Declares square kernels as its subset; raises NotImplementedError for anything else."""
+
+    def unsupported(self, g):
+        return None if g.kernel_size[0] == g.kernel_size[1] else f"square kernels only, got {g.kernel_size}"
+
+    def deconv2d_dx(self, kernel, d_out, **kw):
+        if kernel.shape[0] != kernel.shape[1] or kernel.shape[2] == 3:  # also fails inside its subset (Ci=3)
+            raise NotImplementedError("not today")
+        return super().deconv2d_dx(kernel, d_out, **kw)
+
+
+def test_errors_are_recorded_per_operator_and_the_run_goes_on() -> None:
     be = Backend("raises", _Raises())
     qs = cases.quick_grid()[:3]
     (br,) = harness.run([be], qs)
@@ -183,11 +195,36 @@ def test_errors_and_unsupported_are_recorded_per_operator_and_the_run_goes_on() 
         assert by[(c.name, "deconv2d")].status == "pass"
         r = by[(c.name, "deconv2d_dk")]
         assert r.status == "error" and "RuntimeError: boom" in r.error and r.check() == "raised"
-        assert by[(c.name, "deconv2d_dx")].status == "unsupported"
-        assert (c.name, "adjoint") not in by  # needs all three
+        r = by[(c.name, "deconv2d_dx")]  # no declared subset: NotImplementedError is a failure, not "unsupported"
+        assert r.status == "error" and "declares no supported subset" in r.error
+        assert by[(c.name, "adjoint")].status == "error"
         assert by[(c.name, "stdp_update")].status == "pass"  # its own composition, not the raising dK
-        assert by[(c.name, "stdp_step")].status == "unsupported"  # composed through the unsupported dX
+        assert by[(c.name, "stdp_step")].status == "error"  # composed through the raising dX
     assert "raises deconv2d_dk [" in br.failed[0].message()
+
+
+def test_unsupported_only_outside_the_declared_subset() -> None:
+    square = parse_case("s2-same-k3x3-m5x5-c2to3-n2-f32-all-bool")
+    rect = parse_case("s3x2-valid-k3x2-m5x7-c3to4-n2-f32-all-bool")
+    square_ci3 = parse_case("s3-valid-k5x5-m12x12-c3to2-n3-f32-clip-float")
+    (br,) = harness.run([Backend("square", _DeclaresSquare())], [square, rect, square_ci3])
+    by = {(r.case, r.operator): r for r in br.results}
+    assert all(by[(rect.name, op)].status == "unsupported" for op in checks.OPERATOR_NAMES)
+    assert "square kernels only" in by[(rect.name, "deconv2d")].error
+    assert all(by[(square.name, op)].status == "pass" for op in checks.OPERATOR_NAMES)
+    r = by[(square_ci3.name, "deconv2d_dx")]
+    assert r.status == "error" and "inside the subset it declares" in r.error
+    assert br.checked == 2 and not br.grid_problems(require_paths=False)
+
+
+def test_a_backend_that_checks_no_case_fails() -> None:
+    class Nothing(_DeclaresSquare):
+        def unsupported(self, g):
+            return "supports nothing"
+
+    (br,) = harness.run([Backend("nothing", Nothing())], cases.quick_grid()[:4])
+    assert not br.failed and br.checked == 0
+    assert any("checked no case" in p for p in br.grid_problems(require_paths=False))
 
 
 def test_failure_message_names_case_backend_operator_worst_element() -> None:
@@ -199,8 +236,14 @@ def test_failure_message_names_case_backend_operator_worst_element() -> None:
     assert o.mismatches == 1 and o.size == 2 * 15 * 14 * 4 and len(o.index) == 4
     assert o.error == pytest.approx(abs(o.expected) * 1e-3, rel=1e-3)
     msg = r.message()
-    assert msg.startswith("broken:one-element deconv2d [s3x2-valid-k3x2-m5x7-c3to4-n2-f32-all-bool]: fail: y: 1/1680")
-    assert f"worst at {o.index}" in msg and "> bound" in msg
+    assert msg.startswith(
+        "broken:one-element deconv2d [s3x2-valid-k3x2-m5x7-c3to4-n2-f32-all-bool]: fail: "
+        "y: mismatched elements: 1 / 1680 (0.1%)"
+    )
+    assert o.abs_index == o.index and o.abs_max == pytest.approx(o.error)
+    assert f"greatest absolute difference: {o.abs_max:.6g} at {o.index}" in msg
+    assert "greatest relative difference: 0.001" in msg
+    assert f"worst against its bound at {o.index}" in msg and "> bound" in msg
 
 
 def test_self_test_catches_every_broken_backend_and_control_passes() -> None:

@@ -25,7 +25,7 @@ def test_disagreement_exits_1_with_diagnostics_and_repro(capsys: pytest.CaptureF
     rc = main(["conformance", "--backend", "convstdp.conformance.broken:kernel_flipped", "--case", CASE, "-q"])
     assert rc == 1
     out = capsys.readouterr().out
-    assert f"deconv2d [{CASE}]: fail: y:" in out and "worst at (" in out
+    assert f"deconv2d [{CASE}]: fail: y: mismatched elements:" in out and "worst against its bound at (" in out
     assert f"--case '{CASE}' --seed 0" in out
 
 
@@ -35,7 +35,12 @@ def test_disagreement_exits_1_with_diagnostics_and_repro(capsys: pytest.CaptureF
         ["--backend", "no-such-backend"],
         ["--case", "not-a-case"],
         ["--case", '{"stride": [1, 1]}'],
-        ["--examples", "0", "--grid", "random"],
+        ["--case", '{"stride":[1,1],"padding":[[1,2],[0]],"kernel":[3,3],"in_size":[4,4],"ci":1,"co":1,"batch":1}'],
+        ["--case", '{"stride":[1,1],"padding":"SAME","kernel":[3,3],"in_size":[4,4],"ci":1.7,"co":1,"batch":1}'],
+        ["--case", '{"stride":[1,1],"padding":"SAME","kernel":[3,3],"in_size":[99999,99999],"ci":1,"co":1,"batch":1}'],
+        ["--json", "/nonexistent-dir/out.json"],
+        ["--report", "/nonexistent-dir/out.md"],
+        ["--timeout", "5"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,9 +48,13 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "error" in capsys.readouterr().err
 
 
-def test_argparse_usage_errors_exit_2() -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [["--grid", "bogus"], ["--examples", "0"], ["--isolate", "--timeout", "-5"], ["--timeout", "nan"]],
+)
+def test_argparse_usage_errors_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["conformance", "--grid", "bogus"])
+        main(["conformance", *argv])
     assert exc.value.code == 2
 
 
@@ -59,17 +68,20 @@ def test_unavailable_named_backend_exits_2(capsys: pytest.CaptureFixture[str]) -
 
 
 class _Unsupported(broken.ReferenceWrapper):
-    def deconv2d_dx(self, *a, **k):
-        raise NotImplementedError("upstream lacks explicit pads")
+    def unsupported(self, g):
+        return "upstream lacks explicit pads" if g.stride[0] != g.stride[1] else None
 
 
 def test_unsupported_is_reported_not_failed(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     convstdp.register_backend("conf-test-unsupported", _Unsupported, default=False)
     report = tmp_path / "r.md"
     rc = main(["conformance", "--backend", "conf-test-unsupported", "--case", CASE, "--report", str(report), "-q"])
-    assert rc == 0
+    assert rc == 1  # it checked no case: a backend that checks nothing fails
     md = report.read_text()
     assert "does not support 1 case(s)" in md and "upstream lacks explicit pads" in md
+    assert "checked no case" in md
+    rc = main(["conformance", "--backend", "conf-test-unsupported", "--case", CASE, "--case", CASE2, "-q"])
+    assert rc == 0
 
 
 def test_json_and_markdown_records(tmp_path) -> None:
@@ -109,6 +121,7 @@ def test_json_and_markdown_records(tmp_path) -> None:
         "summary",
         "results",
         "self_test",
+        "grid_problems",
         "ok",
     }
     assert doc["seed"] == 7 and doc["grid"] == "case" and doc["ok"] is False
@@ -119,7 +132,19 @@ def test_json_and_markdown_records(tmp_path) -> None:
     assert [c["name"] for c in doc["cases"]] == [CASE, CASE2]
     res = doc["results"]
     assert len(res) == 2 * 2 * 6
-    keys = {"case", "backend", "operator", "status", "ratio", "outputs", "problems", "error", "seconds", "policy"}
+    keys = {
+        "case",
+        "backend",
+        "operator",
+        "status",
+        "ratio",
+        "outputs",
+        "problems",
+        "error",
+        "seconds",
+        "policy",
+        "paths",
+    }
     assert all(set(r) == keys for r in res)
     bad = [r for r in res if r["status"] == "fail"]
     assert {r["operator"] for r in bad} == {"stdp_update", "stdp_step"}

@@ -8,7 +8,7 @@ checks caught it; a control (the same wrapper, no bug) must pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -215,6 +215,117 @@ class InputsModified(ReferenceWrapper):
         return super()._ltp(pre_trace, post_spike, p, kw)
 
 
+class LargeBatchDropsItem(ReferenceWrapper):
+    """Right for small batches; from batch 4 up the dK reduction misses the last item (a tile
+    loop whose remainder is skipped once the batch fills a tile)."""
+
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        x, d = np.asarray(x), np.asarray(d_out)
+        if x.shape[0] >= 4:
+            x, d = x[:-1], d[:-1]
+        return ref.deconv2d_dk(x, d, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+class WideChannelsRemainder(ReferenceWrapper):
+    """Right up to 16 input channels; beyond, the channels past the last multiple of 8 (the
+    remainder lanes of a vectorised loop) are left out of deconv2d."""
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        x, k = np.asarray(x), np.asarray(kernel)
+        ci = x.shape[3]
+        if ci > 16 and ci % 8:
+            keep = ci - ci % 8
+            x, k = x[..., :keep], k[:, :, :keep]
+        return ref.deconv2d(x, k, stride=stride, padding=padding)
+
+
+class ParallelPathOff(ReferenceWrapper):
+    """Two paths, switched by problem size like a serial/parallel driver; the big one computes dX
+    with one output row short (a chunk boundary off by one)."""
+
+    paths = frozenset({"deconv2d_dx/small", "deconv2d_dx/large"})
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        from convstdp import paths
+
+        n, h, w, ci = input_shape
+        big = n * h * w * int(np.prod(np.shape(kernel))) >= 2_000_000
+        paths.note("deconv2d_dx/large" if big else "deconv2d_dx/small")
+        dx = ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
+        if big and h > 1:
+            dx[:, h // 2] = 0
+        return dx
+
+
+class NotImplementedEverywhere(ReferenceWrapper):
+    """Gaming: raises NotImplementedError for everything, without declaring a supported subset."""
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        raise NotImplementedError("not supported")
+
+    deconv2d_dk = deconv2d_dx = stdp_update = deconv2d
+
+
+class DeclaresNothing(ReferenceWrapper):
+    """Gaming: declares a supported subset that holds no case, so nothing is ever compared."""
+
+    def unsupported(self, g):
+        return "this backend supports no geometry"
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return np.zeros(1)
+
+
+class ZerosWithCoarseRoundoff(ReferenceWrapper):
+    """Gaming: returns zeros and declares itself imprecise (bf16, unit roundoff 0.5) so that a
+    tolerance taken from the object under test would admit anything."""
+
+    precision = "bf16"
+    unit_roundoff = 0.5
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return np.zeros_like(super().deconv2d(x, kernel, stride=stride, padding=padding))
+
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        return np.zeros_like(super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding))
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        dx = super().deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
+        return np.zeros_like(dx)
+
+
+class SaturatingKernel(ReferenceWrapper):
+    """Kernel values saturate at +-1.5 in dX (a fixed-point range chosen for the test data). The
+    value checks draw K in U(-0.6, 1.4), so only the adjoint identities, on their own independent
+    inputs, can see it."""
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        k = np.clip(np.asarray(kernel), -1.5, 1.5)
+        return ref.deconv2d_dx(k, d_out, stride=stride, padding=padding, input_shape=input_shape)
+
+
+class UniformRelative(ReferenceWrapper):
+    """Every output of every operator 1e-4 too large (relative): a precision bug, not a logic one."""
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return _scaled(super().deconv2d(x, kernel, stride=stride, padding=padding))
+
+    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
+        return _scaled(super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding))
+
+    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
+        return _scaled(super().deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape))
+
+    def stdp_update(self, *args, **kw):
+        w_new, dw = super().stdp_update(*args, **kw)
+        return _scaled(w_new), _scaled(dw)
+
+
+def _scaled(a: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    a = np.asarray(a)
+    return (a.astype(np.float64) * (1.0 + rel)).astype(a.dtype)
+
+
 @dataclass(frozen=True)
 class Bug:
     """A planted bug: short id, what it does, and the implementation class."""
@@ -222,6 +333,12 @@ class Bug:
     id: str
     description: str
     impl: type
+    min_ratio: float = 0.0  # > 0: a precision bug, caught only if every tier's float32 cases exceed this
+    per_operator: bool = False  # the precision bug must exceed min_ratio on every operator separately
+
+    @property
+    def precision_bug(self) -> bool:
+        return self.min_ratio > 0
 
 
 BUGS: tuple[Bug, ...] = (
@@ -235,10 +352,24 @@ BUGS: tuple[Bug, ...] = (
     Bug("w-decay", "w_decay ignored", WeightDecayIgnored),
     Bug("clip-bounds", "clip to [0, w_bound] instead of [0.01, w_bound - 0.01]", ClipBoundsWrong),
     Bug("dx-channels", "channels swapped (reversed) in deconv2d_dx", DxChannelsSwapped),
-    Bug("bf16-inputs", "inputs rounded to bfloat16 precision (deconv2d, dK, dX)", Bfloat16Inputs),
     Bug("one-element", "one output element of deconv2d off by 0.1 %", OneElementOff),
     Bug("float64-out", "float32 in, float64 out", Float64Out),
     Bug("inputs-modified", "pre_trace modified in place (pre_trace -= pretrace_target)", InputsModified),
+    Bug("large-batch", "dK drops the last batch item from batch 4 up (a tile remainder)", LargeBatchDropsItem),
+    Bug("wide-channels", "deconv2d drops the remainder channels past a multiple of 8, Ci > 16", WideChannelsRemainder),
+    Bug("large-path", "dX wrong only on the path taken above 2M multiply-adds", ParallelPathOff),
+    Bug("not-implemented", "raises NotImplementedError for everything, declares no subset", NotImplementedEverywhere),
+    Bug("declares-nothing", "declares a supported subset that holds no case", DeclaresNothing),
+    Bug("zeros-imprecise", "returns zeros, declares precision bf16 and unit roundoff 0.5", ZerosWithCoarseRoundoff),
+    Bug("kernel-saturates", "dX saturates kernel values at +-1.5 (outside the value checks' range)", SaturatingKernel),
+    Bug(
+        "uniform-1e-4",
+        "every output 1e-4 too large (relative): must fail on every float32 tier",
+        UniformRelative,
+        1.0,
+        True,
+    ),
+    Bug("bf16-inputs", "inputs rounded to bfloat16: err/bound >= 10 on every float32 tier", Bfloat16Inputs, 10.0),
 )
 
 
@@ -267,7 +398,11 @@ def control_backend() -> Backend:
 
 @dataclass
 class SelfTestRow:
-    """One self-test line: the bug, whether it was caught, and the first result that caught it."""
+    """One self-test line: the bug, whether it was caught, and the first result that caught it.
+
+    For a precision bug ``tiers`` holds, per size tier, the smallest error/bound it reached on the
+    tier's float32 cases (per operator when the bug claims every operator): caught means every
+    tier's figure exceeds the bug's ``min_ratio``."""
 
     bug: str
     description: str
@@ -278,35 +413,89 @@ class SelfTestRow:
     case: str
     ratio: float | None
     cases_run: int
+    tiers: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.ratio
-        return {**self.__dict__, "ratio": None if r is None else (r if np.isfinite(r) else str(r))}
+        return {
+            **self.__dict__,
+            "ratio": None if r is None else (r if np.isfinite(r) else str(r)),
+            "tiers": {t: (v if np.isfinite(v) else str(v)) for t, v in self.tiers.items()},
+        }
+
+
+_VALUE_OPS = ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update", "stdp_step")
+
+
+def _sums_nothing(case: Any) -> bool:
+    """Whether every output of ``case`` is an empty sum (pads crop every term): no precision bug can
+    show there, so such cases are no evidence for or against one."""
+    g = case.geometry()
+    ones = ref.deconv2d(np.ones((1, *g.in_size, 1)), np.ones((*g.kernel_size, 1, 1)), stride=g.stride, padding=g.pads)
+    return not ones.any()
+
+
+def _tier_minima(bug: Bug, br: Any, cases: Sequence[Any]) -> dict[str, float]:
+    """Per tier: the least error/bound over its float32 cases (per operator with ``per_operator``),
+    leaving out cases with nothing to be wrong about (an empty batch, only empty sums)."""
+    by_case = {c.name: c for c in cases if c.dtype == "f32" and c.batch and not _sums_nothing(c)}
+    cell: dict[tuple[str, str], dict[str, float]] = {}
+    for r in br.results:
+        c = by_case.get(r.case)
+        if c is None or r.operator not in _VALUE_OPS or r.ratio is None:
+            continue
+        key = (c.tier, r.operator if bug.per_operator else "")
+        cell.setdefault(key, {})
+        cell[key][r.case] = max(cell[key].get(r.case, 0.0), r.ratio)
+    out: dict[str, float] = {}
+    for (tier, _), ratios in cell.items():
+        out[tier] = min(out.get(tier, np.inf), min(ratios.values()))
+    return out
 
 
 def self_test(cases: Sequence[Any], *, seed: int = 0, progress: Any = None) -> tuple[list[SelfTestRow], Any]:
-    """Run every :data:`BUGS` backend (early exit at its first failure) and the control on
-    ``cases``. Returns ``(rows, control_run)``; ``rows[i].caught`` tells if bug ``i`` was caught."""
+    """Run every :data:`BUGS` backend and the control on ``cases``. Returns ``(rows, control_run)``;
+    ``rows[i].caught`` tells if bug ``i`` was caught.
+
+    A logic bug stops at its first failing case; a failure of the grid as a whole (it checked no
+    case, say) catches it too. A precision bug runs every case and is caught only when it exceeds
+    its ``min_ratio`` on every size tier's float32 cases.
+    """
     from convstdp.conformance.harness import run
 
-    backends = [broken_backend(b) for b in BUGS]
-    runs = run([control_backend(), *backends], cases, seed=seed, stop_on_failure=True, progress=progress)
+    logic = [b for b in BUGS if not b.precision_bug]
+    precise = [b for b in BUGS if b.precision_bug]
+    runs = run(
+        [control_backend(), *map(broken_backend, logic)], cases, seed=seed, stop_on_failure=True, progress=progress
+    )
+    runs += run([broken_backend(b) for b in precise], cases, seed=seed, progress=progress)
     control, rest = runs[0], runs[1:]
     rows = []
-    for bug, br in zip(BUGS, rest, strict=True):
+    for bug, br in zip([*logic, *precise], rest, strict=True):
         bad = br.failed
         first = bad[0] if bad else None
+        caught, check, msg, tiers = bool(bad), first.check() if first else "", first.message() if first else "", {}
+        if bug.precision_bug:
+            tiers = _tier_minima(bug, br, cases)
+            caught = bool(tiers) and all(v > bug.min_ratio for v in tiers.values())
+            check = "values (every tier)" if caught else "values (NOT every tier)"
+        elif not bad:
+            problems = br.grid_problems(require_paths=False)
+            caught, check, msg = bool(problems), "grid" if problems else "", problems[0] if problems else ""
         rows.append(
             SelfTestRow(
                 bug.id,
                 bug.description,
-                bool(bad),
-                first.check() if first else "",
-                first.message() if first else "",
+                caught,
+                check,
+                msg,
                 first.operator if first else "",
                 first.case if first else "",
                 first.ratio if first else None,
                 len({r.case for r in br.results}),
+                tiers,
             )
         )
+    order = {b.id: i for i, b in enumerate(BUGS)}
+    rows.sort(key=lambda r: order[r.bug])
     return rows, control

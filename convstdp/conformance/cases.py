@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,11 @@ __all__ = [
     "make_inputs",
     "full_grid",
     "quick_grid",
+    "workloads_grid",
     "grid",
+    "GRIDS",
+    "LARGE_TIER",
+    "SPEC_WORKLOADS",
 ]
 
 # STDP parameter sets: every parameter is exercised by at least one set; non-symmetric values.
@@ -53,6 +58,8 @@ STDP_PARAMS: dict[str, dict[str, float]] = {
     "decay": dict(A_plus=0.7, A_minus=0.45, eta=0.2, pretrace_target=0.0, w_decay=0.03, w_bound=0.0),
     "clip": dict(A_plus=1.1, A_minus=0.5, eta=0.3, pretrace_target=0.0, w_decay=0.0, w_bound=1.0),
     "all": dict(A_plus=0.9, A_minus=1.2, eta=0.15, pretrace_target=0.2, w_decay=0.01, w_bound=1.3),
+    # what a simulation runs (the benchmark's step): every branch of the seed's evolve taken
+    "sim": dict(A_plus=0.9, A_minus=0.6, eta=0.01, pretrace_target=0.05, w_decay=0.001, w_bound=1.0),
 }
 
 # The axes of the full product (SPEC §2/§3 awkward cases on purpose).
@@ -64,6 +71,10 @@ CHANNELS: tuple[tuple[int, int], ...] = ((1, 2), (3, 2), (2, 3), (4, 4))
 BATCHES: tuple[int, ...] = (1, 3)
 DTYPES: tuple[str, ...] = ("f32", "f64", "mix")
 SPIKES: tuple[str, ...] = ("bool", "float")
+# How input values are drawn: "random" (signed, dense; the grids) or "sim" (what a simulation feeds
+# a step, SPEC §8: x, d_out and spikes 0/1 at the case's density, traces and kernel positive, dense).
+INPUTS: tuple[str, ...] = ("random", "sim")
+DEFAULT_DENSITY = 0.3
 
 GRID_SEED = 20260528  # fixes which cases the grids hold; --seed changes only the values
 
@@ -103,6 +114,8 @@ class Case:
     dtype: str = "f64"
     stdp: str = "basic"
     spikes: str = "bool"
+    density: float = DEFAULT_DENSITY
+    inputs: str = "random"
     name: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +129,8 @@ class Case:
         name = (
             f"{st}-{pad}-k{self.kernel[0]}x{self.kernel[1]}-m{self.in_size[0]}x{self.in_size[1]}"
             f"-c{self.ci}to{self.co}-n{self.batch}-{self.dtype}-{self.stdp}-{self.spikes}"
+            + ("" if self.density == DEFAULT_DENSITY else f"-d{self.density:g}")
+            + ("" if self.inputs == "random" else f"-{self.inputs}")
         )
         object.__setattr__(self, "name", name)
 
@@ -126,6 +141,21 @@ class Case:
         if isinstance(self.padding, str):
             return self.padding.lower()
         return "negative" if min(v for pair in self.padding for v in pair) < 0 else "explicit"
+
+    @property
+    def tier(self) -> str:
+        """Size tier for reports: ``"workload"`` (SPEC §8 at full size), ``"large"`` (the large tier,
+        or any case of at least ``LARGE_MACS`` multiply-adds per pass), else ``"small"``."""
+        if self.name in _WORKLOAD_NAMES:
+            return "workload"
+        if self.name in LARGE_TIER or self.macs >= LARGE_MACS:
+            return "large"
+        return "small"
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one pass, ``N·H·W·Ci·Co·kh·kw`` (SPEC §8 counts 2 FLOPs each)."""
+        return self.batch * self.in_size[0] * self.in_size[1] * self.ci * self.co * self.kernel[0] * self.kernel[1]
 
     @property
     def params(self) -> dict[str, float]:
@@ -162,9 +192,12 @@ class Case:
 def _geometry_of(
     stride: tuple[int, int], padding: Any, kernel: tuple[int, int], in_size: tuple[int, int], ci: int, co: int, n: int
 ) -> geometry.Geometry:
-    x = np.empty((n, *in_size, ci), np.float32)
-    k = np.empty((*kernel, ci, co), np.float32)
-    return geometry.check_deconv2d(x, k, stride, padding)
+    return geometry.check_deconv2d(_shaped((n, *in_size, ci)), _shaped((*kernel, ci, co)), stride, padding)
+
+
+def _shaped(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of ``shape`` that owns no memory (every stride 0): for validating shapes."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=shape, strides=(0,) * len(shape))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -174,7 +207,8 @@ _NAME_RE = re.compile(
     r"^s(?P<sh>\d+)(?:x(?P<sw>\d+))?"
     rf"-(?P<pad>same|valid|(?:pad|neg){_INT}\.{_INT}\.{_INT}\.{_INT})"
     r"-k(?P<kh>\d+)x(?P<kw>\d+)-m(?P<h>\d+)x(?P<w>\d+)-c(?P<ci>\d+)to(?P<co>\d+)-n(?P<n>\d+)"
-    r"-(?P<dtype>f32|f64|mix)-(?P<stdp>[a-z]+)-(?P<spikes>bool|float)$"
+    r"-(?P<dtype>f32|f64|mix)-(?P<stdp>[a-z]+)-(?P<spikes>bool|float)"
+    r"(?:-d(?P<density>[0-9.]+))?(?:-(?P<inputs>sim))?$"
 )
 
 
@@ -189,7 +223,7 @@ def parse_case(name: str) -> Case:
         raise ValueError(
             f"not a case name: {name!r}; expected e.g. 's3x2-valid-k3x2-m5x7-c3to4-n2-f32-clip-bool' "
             "(stride, padding same|valid|padLO.HI.LO.HI|neg..., kernel, map, channels, batch, "
-            f"f32|f64|mix, STDP set {'|'.join(STDP_PARAMS)}, bool|float spikes)"
+            f"f32|f64|mix, STDP set {'|'.join(STDP_PARAMS)}, bool|float spikes, optional -dDENSITY and -sim)"
         )
     g = m.groupdict()
     pad_tok = g["pad"]
@@ -212,35 +246,100 @@ def parse_case(name: str) -> Case:
         dtype=g["dtype"],
         stdp=g["stdp"],
         spikes=g["spikes"],
+        density=_density(g["density"] or DEFAULT_DENSITY, name),
+        inputs=g["inputs"] or "random",
     )
 
 
+def _density(v: Any, where: str) -> float:
+    try:
+        d = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"density must be a number in (0, 1], got {v!r} in {where!r}") from None
+    if not 0.0 < d <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {d:g} in {where!r}")
+    return d
+
+
+# A case's arrays must be something a test can allocate: a --case beyond this is a usage error.
+MAX_CASE_ELEMENTS = 1 << 28
+
+
+def _json_int(d: dict[str, Any], key: str, low: int) -> int:
+    v = d[key]
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ValueError(f"{key!r} must be an int >= {low}, got {v!r}")
+    return v
+
+
+def _json_pair(d: dict[str, Any], key: str, low: int) -> tuple[int, int]:
+    v = d[key]
+    if not (isinstance(v, list) and len(v) == 2):
+        raise ValueError(f"{key!r} must be a list of two ints, got {v!r}")
+    return _json_int({key: v[0]}, key, low), _json_int({key: v[1]}, key, low)
+
+
+def _json_padding(v: Any) -> str | Pads:
+    if isinstance(v, str):
+        if v.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"'padding' must be 'SAME', 'VALID' or [[lo_h, hi_h], [lo_w, hi_w]], got {v!r}")
+        return v.upper()
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(p, list) and len(p) == 2 for p in v):
+        lo_h, hi_h = _json_pair({"padding": v[0]}, "padding", -(1 << 30))
+        lo_w, hi_w = _json_pair({"padding": v[1]}, "padding", -(1 << 30))
+        return ((lo_h, hi_h), (lo_w, hi_w))
+    raise ValueError(f"'padding' must be 'SAME', 'VALID' or [[lo_h, hi_h], [lo_w, hi_w]] of ints, got {v!r}")
+
+
+def _choice(d: dict[str, Any], key: str, default: str, allowed: Any) -> str:
+    v = d.get(key, default)
+    if v not in allowed:
+        raise ValueError(f"{key!r} must be one of {', '.join(map(str, allowed))}, got {v!r}")
+    return v
+
+
+def _case_from_json(text: str) -> Case:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"malformed case JSON {text!r}: {err}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"case JSON must be an object, got {text!r}")
+    unknown = set(d) - {f for f in Case.__dataclass_fields__ if f != "name"} - {"name", "params"}
+    if unknown:
+        raise ValueError(f"case JSON {text!r} has unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        return Case(
+            stride=_json_pair(d, "stride", 1),
+            padding=_json_padding(d["padding"]),
+            kernel=_json_pair(d, "kernel", 1),
+            in_size=_json_pair(d, "in_size", 1),
+            ci=_json_int(d, "ci", 1),
+            co=_json_int(d, "co", 1),
+            batch=_json_int(d, "batch", 0),
+            dtype=_choice(d, "dtype", "f64", DTYPES),
+            stdp=_choice(d, "stdp", "basic", tuple(STDP_PARAMS)),
+            spikes=_choice(d, "spikes", "bool", SPIKES),
+            density=_density(d.get("density", DEFAULT_DENSITY), "density"),
+            inputs=_choice(d, "inputs", "random", INPUTS),
+        )
+    except KeyError as err:
+        raise ValueError(f"case JSON {text!r} lacks the key {err.args[0]!r}") from None
+    except ValueError as err:
+        raise ValueError(f"case JSON {text!r}: {err}") from None
+
+
 def case_from_text(text: str) -> Case:
-    """A case from its name or its JSON form (``Case.to_json()``); validated."""
+    """A case from its name or its JSON form (``Case.to_json()``); validated without allocating,
+    and refused (``ValueError``) when its arrays would hold more than ``MAX_CASE_ELEMENTS``."""
     text = text.strip()
-    if text.startswith("{"):
-        try:
-            d = json.loads(text)
-            pad = d["padding"]
-            case = Case(
-                stride=tuple(d["stride"]),
-                padding=pad.upper() if isinstance(pad, str) else (tuple(pad[0]), tuple(pad[1])),
-                kernel=tuple(d["kernel"]),
-                in_size=tuple(d["in_size"]),
-                ci=int(d["ci"]),
-                co=int(d["co"]),
-                batch=int(d["batch"]),
-                dtype=d.get("dtype", "f64"),
-                stdp=d.get("stdp", "basic"),
-                spikes=d.get("spikes", "bool"),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"malformed case JSON {text!r}: {err}") from None
-        if case.dtype not in DTYPES or case.spikes not in SPIKES or case.stdp not in STDP_PARAMS:
-            raise ValueError(f"case JSON {text!r}: dtype, spikes or stdp out of range")
-    else:
-        case = parse_case(text)
-    case.geometry()  # raises ValueError naming the problem
+    case = _case_from_json(text) if text.startswith("{") else parse_case(text)
+    g = case.geometry()  # raises ValueError naming the problem
+    biggest = max(math.prod(s) for s in (g.x_shape, g.kernel_shape, g.y_shape))
+    if biggest > MAX_CASE_ELEMENTS:
+        raise ValueError(
+            f"case {case.name} needs an array of {biggest} elements; at most {MAX_CASE_ELEMENTS} are allowed"
+        )
     return case
 
 
@@ -263,21 +362,33 @@ def _spikes(rng: np.random.Generator, shape: tuple[int, ...], density: float, ca
 def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded, non-symmetric inputs for every operator of ``case``.
 
-    ``x (N,H,W,Ci)`` ~ N(0.3, 1); ``kernel (kh,kw,Ci,Co)`` ~ U(-0.6, 1.4) (so the ``clip`` sets
-    clip on both sides); ``d_out (N,Ho,Wo,Co)`` ~ N(-0.2, 1); spikes sparse binary (30 %, bool or
-    float per the case); traces positive, U(0, 1) on x-shaped ``pre_trace`` and y-shaped
-    ``post_trace``.
+    ``inputs="random"``: ``x (N,H,W,Ci)`` ~ N(0.3, 1); ``kernel (kh,kw,Ci,Co)`` ~ U(-0.6, 1.4) (so
+    the ``clip`` sets clip on both sides); ``d_out (N,Ho,Wo,Co)`` ~ N(-0.2, 1); spikes binary at
+    the case's density (bool or float per the case); traces positive, U(0, 1).
+
+    ``inputs="sim"`` (SPEC §8, what a simulation feeds a step): ``x``, ``d_out`` and the spikes 0/1
+    at the case's density; ``kernel`` ~ U(0.01, 0.51); traces dense and positive, U(0, 1).
     """
     g = case.geometry()
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(case.name.encode())])
     xs, ks, ys = g.x_shape, g.kernel_shape, g.y_shape
+    if case.inputs == "sim":
+        return {
+            "x": (rng.random(xs) < case.density).astype(_dtype(case, "x")),
+            "kernel": (rng.random(ks) * 0.5 + 0.01).astype(_dtype(case, "kernel")),
+            "d_out": (rng.random(ys) < case.density).astype(_dtype(case, "d_out")),
+            "pre_spike": _spikes(rng, xs, case.density, case),
+            "pre_trace": rng.uniform(0.0, 1.0, xs).astype(_dtype(case, "pre_trace")),
+            "post_spike": _spikes(rng, ys, case.density, case),
+            "post_trace": rng.uniform(0.0, 1.0, ys).astype(_dtype(case, "post_trace")),
+        }
     return {
         "x": (rng.standard_normal(xs) + 0.3).astype(_dtype(case, "x")),
         "kernel": rng.uniform(-0.6, 1.4, ks).astype(_dtype(case, "kernel")),
         "d_out": (rng.standard_normal(ys) - 0.2).astype(_dtype(case, "d_out")),
-        "pre_spike": _spikes(rng, xs, 0.3, case),
+        "pre_spike": _spikes(rng, xs, case.density, case),
         "pre_trace": rng.uniform(0.0, 1.0, xs).astype(_dtype(case, "pre_trace")),
-        "post_spike": _spikes(rng, ys, 0.3, case),
+        "post_spike": _spikes(rng, ys, case.density, case),
         "post_trace": rng.uniform(0.0, 1.0, ys).astype(_dtype(case, "post_trace")),
     }
 
@@ -326,7 +437,7 @@ def full_grid() -> tuple[Case, ...]:
                     break
                 if kind in ("same", "valid"):
                     break
-    return tuple(_unique(cases))
+    return tuple(_unique([*cases, *(parse_case(n) for n in LARGE_TIER)]))
 
 
 def _unique(cases: list[Case]) -> list[Case]:
@@ -357,6 +468,35 @@ _CURATED = (
 
 QUICK_SIZE = 40
 
+# The large tier (in the quick and full grids): sizes above every backend's path thresholds (Numba's
+# parallel drivers, JAX's CPU "phase" formulation and its batch chunks), batch >= 4, channel
+# counts >= 16 that are no multiple of 4 or 8 (remainder lanes), maps >= 28, every padding kind,
+# both dtypes, both input kinds. A path of a backend that no case here or in the small cases
+# exercises fails the grid (``convstdp.conformance.report.path_coverage``).
+LARGE_MACS = 2_000_000
+LARGE_TIER: tuple[str, ...] = (
+    "s2-same-k5x5-m28x28-c17to19-n4-f32-all-bool",
+    "s1-valid-k3x3-m30x29-c19to18-n5-f64-clip-float",
+    "s3x2-neg2.m1.1.0-k4x3-m29x31-c21to17-n6-mix-decay-bool",
+    "s2-pad3.1.0.2-k3x5-m28x30-c18to22-n4-f32-sim-float-d0.1-sim",
+    "s1-same-k5x5-m28x28-c17to18-n7-f32-target-bool-d0.05-sim",
+)
+
+# SPEC §8 workloads at full size (the ``workloads`` grid; ``gpu-large`` only where a GPU is).
+SPEC_WORKLOADS: dict[str, str] = {
+    "online-decoder": "s2-same-k5x5-m14x14-c16to1-n1-f32-sim-float-d0.1-sim",
+    "batch-mid": "s1-same-k5x5-m28x28-c8to16-n32-f32-sim-float-d0.1-sim",
+    "batch-large": "s2-valid-k3x3-m32x32-c32to32-n64-f32-sim-float-d0.1-sim",
+    "gpu-large": "s2-same-k5x5-m32x32-c64to64-n256-f32-sim-float-d0.1-sim",
+}
+GPU_ONLY_WORKLOADS = frozenset({"gpu-large"})
+_WORKLOAD_NAMES = frozenset(SPEC_WORKLOADS.values())
+
+
+def workloads_grid(gpu: bool = False) -> tuple[Case, ...]:
+    """The SPEC §8 workloads as cases, at full size (``gpu-large`` only with ``gpu``)."""
+    return tuple(parse_case(c) for w, c in SPEC_WORKLOADS.items() if gpu or w not in GPU_ONLY_WORKLOADS)
+
 
 @lru_cache(maxsize=4)
 def quick_grid() -> tuple[Case, ...]:
@@ -381,9 +521,9 @@ def quick_grid() -> tuple[Case, ...]:
         if len(chosen) >= QUICK_SIZE:
             break
         c = full[i]
-        if c.in_size[0] * c.in_size[1] <= 144:
+        if c.in_size[0] * c.in_size[1] <= 144 and c.name not in LARGE_TIER:
             chosen.append(c)
-    return tuple(_unique(chosen))
+    return tuple(_unique([*chosen, *(parse_case(n) for n in LARGE_TIER)]))
 
 
 def _axis_values(c: Case) -> list[tuple[str, Any]]:
@@ -409,10 +549,15 @@ def coverage(cases: tuple[Case, ...] | list[Case]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def grid(name: str) -> tuple[Case, ...]:
-    """``"quick"`` or ``"full"``."""
+GRIDS = ("quick", "full", "workloads")
+
+
+def grid(name: str, *, gpu: bool = False) -> tuple[Case, ...]:
+    """``"quick"``, ``"full"`` or ``"workloads"`` (``gpu``: include the GPU-only workload)."""
     if name == "quick":
         return quick_grid()
     if name == "full":
         return full_grid()
-    raise ValueError(f"unknown grid {name!r}; expected 'quick' or 'full' (or use the random grid)")
+    if name == "workloads":
+        return workloads_grid(gpu)
+    raise ValueError(f"unknown grid {name!r}; expected one of {', '.join(GRIDS)} (or use the random grid)")

@@ -12,16 +12,18 @@ import contextlib
 import sys
 import time
 import traceback
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from convstdp import paths
 from convstdp.conformance import tolerance as tol
-from convstdp.conformance.cases import Case
+from convstdp.conformance.cases import Case, make_inputs
 from convstdp.conformance.expectation import Expectation, Expected, _f64, expect
-from convstdp.conformance.operators import OPERATOR_NAMES, OPERATORS, Inputs, Operator
+from convstdp.conformance.operators import OPERATOR_NAMES, OPERATORS, OPS, Inputs, Operator
 
 __all__ = [
     "Operator",
@@ -41,7 +43,9 @@ __all__ = [
 
 @dataclass
 class OutputCheck:
-    """How one output compared: mismatching elements, the worst element, its error and bound."""
+    """How one output compared: mismatching elements, the worst element (by error/bound), its error
+    and bound, and, as ``torch.testing.assert_close`` reports them, the greatest absolute and
+    relative differences and where they are."""
 
     output: str
     size: int
@@ -52,6 +56,10 @@ class OutputCheck:
     expected: float | None
     error: float | None
     bound: float | None
+    abs_max: float | None = None
+    abs_index: tuple[int, ...] | None = None
+    rel_max: float | None = None
+    rel_index: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,12 +67,59 @@ class OutputCheck:
             "size": self.size,
             "mismatches": self.mismatches,
             "ratio": _json_float(self.ratio),
-            "index": list(self.index) if self.index is not None else None,
+            "index": _json_index(self.index),
             "got": _json_float(self.got),
             "expected": _json_float(self.expected),
             "error": _json_float(self.error),
             "bound": _json_float(self.bound),
+            "abs_max": _json_float(self.abs_max),
+            "abs_index": _json_index(self.abs_index),
+            "rel_max": _json_float(self.rel_max),
+            "rel_index": _json_index(self.rel_index),
         }
+
+    @classmethod
+    def from_dict(cls, o: dict[str, Any]) -> OutputCheck:
+        def f(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        def ix(v: Any) -> tuple[int, ...] | None:
+            return None if v is None else tuple(v)
+
+        return cls(
+            o["output"],
+            o["size"],
+            o["mismatches"],
+            float(o["ratio"]),
+            ix(o["index"]),
+            f(o["got"]),
+            f(o["expected"]),
+            f(o["error"]),
+            f(o["bound"]),
+            f(o.get("abs_max")),
+            ix(o.get("abs_index")),
+            f(o.get("rel_max")),
+            ix(o.get("rel_index")),
+        )
+
+    def describe(self) -> str:
+        """``assert_close``-style lines: mismatch count and share, greatest differences and where."""
+        share = 100.0 * self.mismatches / max(self.size, 1)
+        where = f"at {self.index}" if self.index is not None else ""
+        lines = [
+            f"{self.output}: mismatched elements: {self.mismatches} / {self.size} ({share:.1f}%)",
+            f"  greatest absolute difference: {self.abs_max:.6g} at {self.abs_index}"
+            if self.abs_max is not None and self.abs_index is not None
+            else "",
+            f"  greatest relative difference: {self.rel_max:.6g} at {self.rel_index}"
+            if self.rel_max is not None and self.rel_index is not None
+            else "",
+            f"  worst against its bound {where}: got {self.got:.9g}, expected {self.expected:.9g}, "
+            f"error {self.error:.3g} > bound {self.bound:.3g} ({self.ratio:.3g}x)"
+            if self.got is not None
+            else f"  error/bound {self.ratio:.3g}",
+        ]
+        return "\n".join(line for line in lines if line)
 
 
 def _json_float(v: float | None) -> float | str | None:
@@ -74,13 +129,19 @@ def _json_float(v: float | None) -> float | str | None:
     return v if np.isfinite(v) else str(v)
 
 
+def _json_index(v: tuple[int, ...] | None) -> list[int] | None:
+    return None if v is None else list(v)
+
+
 @dataclass
 class Result:
     """The verdict for one (case, backend, operator).
 
-    ``status``: ``pass`` | ``fail`` (numbers or contract) | ``error`` (raised) | ``unsupported``
-    (raised ``NotImplementedError``) | ``crash`` (the process running it died).
-    ``ratio`` is the worst error/bound over the outputs (``None`` when nothing was compared).
+    ``status``: ``pass`` | ``fail`` (numbers or contract) | ``error`` (raised, including
+    ``NotImplementedError`` inside the backend's declared subset) | ``unsupported`` (outside the
+    subset the backend declares, not run) | ``crash`` (the process running it died).
+    ``ratio`` is the worst error/bound over the outputs (``None`` when nothing was compared);
+    ``paths`` the internal paths the backend noted while serving the call (:mod:`convstdp.paths`).
     """
 
     case: str
@@ -93,6 +154,7 @@ class Result:
     error: str | None = None
     seconds: float = 0.0
     policy: str = ""
+    paths: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,20 +187,14 @@ class Result:
         return "adjoint" if self.operator == "adjoint" else "values"
 
     def message(self) -> str:
-        """One diagnostic line: case, backend, operator, and what went wrong where."""
+        """A diagnostic: case, backend, operator, and what went wrong where (one line per output)."""
         head = f"{self.backend} {self.operator} [{self.case}]"
         if self.status in ("error", "crash", "unsupported"):
             return f"{head}: {self.status}: {self.error}"
-        parts = list(self.problems)
-        for o in self.outputs:
-            if o.mismatches:
-                where = f"worst at {o.index}" if o.index is not None else "value"
-                parts.append(
-                    f"{o.output}: {o.mismatches}/{o.size} elements off; {where}: "
-                    f"got {o.got:.9g}, expected {o.expected:.9g}, error {o.error:.3g} > bound {o.bound:.3g} "
-                    f"({o.ratio:.3g}x)"
-                )
-        return f"{head}: {self.status}" + (": " + "; ".join(parts) if parts else f" (ratio {self.ratio:.3g})")
+        parts = list(self.problems) + [o.describe() for o in self.outputs if o.mismatches]
+        if not parts:
+            return f"{head}: {self.status} (ratio {self.ratio:.3g})"
+        return f"{head}: {self.status}: " + "\n    ".join(p.replace("\n", "\n    ") for p in parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,61 +208,61 @@ class Result:
             "error": self.error,
             "seconds": round(self.seconds, 6),
             "policy": self.policy,
+            "paths": self.paths,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
-        def f(v: Any) -> float | None:
-            return None if v is None else float(v)
-
-        outs = [
-            OutputCheck(
-                o["output"],
-                o["size"],
-                o["mismatches"],
-                float(o["ratio"]),
-                tuple(o["index"]) if o["index"] is not None else None,
-                f(o["got"]),
-                f(o["expected"]),
-                f(o["error"]),
-                f(o["bound"]),
-            )
-            for o in d.get("outputs", [])
-        ]
+        ratio = d.get("ratio")
         return cls(
             d["case"],
             d["backend"],
             d["operator"],
             d["status"],
-            f(d.get("ratio")),
-            outs,
+            None if ratio is None else float(ratio),
+            [OutputCheck.from_dict(o) for o in d.get("outputs", [])],
             list(d.get("problems", [])),
             d.get("error"),
             float(d.get("seconds", 0.0)),
             d.get("policy", ""),
+            list(d.get("paths", [])),
         )
 
 
 def compare(name: str, got: np.ndarray, exp: Expected, policy: tol.Policy) -> OutputCheck:
-    """Elementwise ``|got - expected| <= c·u·scale + tiny``; the worst element by ratio."""
+    """Elementwise ``|got - expected| <= bound`` (:func:`convstdp.conformance.tolerance.bound`);
+    the worst element by ratio, and the greatest absolute and relative differences."""
     g = got.astype(np.float64)
-    err = np.abs(g - exp.value)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(g - exp.value)
     bnd = tol.bound(exp.scale, policy)
     r = tol.ratio(err, bnd)
     if r.size == 0:
         return OutputCheck(name, 0, 0, 0.0, None, None, None, None, None)
     i = int(np.argmax(r))
-    idx = tuple(int(v) for v in np.unravel_index(i, r.shape))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(err == 0, 0.0, err / np.abs(exp.value))
+    err_n = np.where(np.isnan(err), np.inf, err)
+    rel_n = np.where(np.isnan(rel), np.inf, rel)
+    ia, ir = int(np.argmax(err_n)), int(np.argmax(rel_n))
+
+    def at(k: int) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.unravel_index(k, r.shape))
+
     return OutputCheck(
         name,
         int(r.size),
         int(np.count_nonzero(~(r <= 1.0))),
         float(r.flat[i]),
-        idx,
+        at(i),
         float(g.flat[i]),
         float(exp.value.flat[i]),
         float(err.flat[i]),
         float(bnd.flat[i]),
+        float(err_n.flat[ia]),
+        at(ia),
+        float(rel_n.flat[ir]),
+        at(ir),
     )
 
 
@@ -214,11 +270,6 @@ def _brief_error(err: BaseException) -> str:
     tb = traceback.extract_tb(err.__traceback__)
     where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
     return f"{type(err).__name__}: {err}{where}"
-
-
-def backend_policy(backend: Any, dtype: np.dtype) -> tol.Policy:
-    """The tolerance row for ``backend`` producing ``dtype`` (its declared precision applied)."""
-    return tol.policy_for(dtype, backend.precision, getattr(backend.impl, "unit_roundoff", None))
 
 
 def x64_scope(case: Case) -> contextlib.AbstractContextManager[Any]:
@@ -235,21 +286,43 @@ def x64_scope(case: Case) -> contextlib.AbstractContextManager[Any]:
     return scope(True) if callable(scope) else contextlib.nullcontext()
 
 
-def run_operator(backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Expectation) -> tuple[Result, list]:
-    """Run one operator on one case; returns its :class:`Result` and the outputs (as ndarrays)."""
+def declared_unsupported(backend: Any, case: Case) -> str | None:
+    """Why ``case`` lies outside the subset ``backend`` declares (``impl.unsupported(geometry)``),
+    or ``None``: inside it, or the backend declares no subset (then it must support everything)."""
+    decl = getattr(backend.impl, "unsupported", None)
+    if not callable(decl):
+        return None
+    reason = decl(case.geometry())
+    return str(reason) if reason else None
+
+
+def _call(backend: Any, case: Case, inputs: Inputs, op: Operator) -> tuple[list[np.ndarray], list[str]]:
+    with paths.recording() as taken, x64_scope(case):
+        outs = [np.asarray(o) for o in op.call(backend, case, inputs)]
+    return outs, list(dict.fromkeys(taken))
+
+
+def run_operator(
+    backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Expectation, precision: str = "highest"
+) -> tuple[Result, list]:
+    """Run one operator on one case, checked at ``precision`` (a row of the tolerance table, chosen
+    by the registry or the user, never by the backend); returns its :class:`Result` and outputs."""
     copies = {a: inputs[a].copy() for a in op.args}
     t0 = time.perf_counter()
     try:
-        with x64_scope(case):
-            raw = op.call(backend, case, inputs)
-            outs = [np.asarray(o) for o in raw]
+        outs, taken = _call(backend, case, inputs, op)
     except NotImplementedError as err:
+        why = (
+            "inside the subset it declares (impl.unsupported)"
+            if callable(getattr(backend.impl, "unsupported", None))
+            else "and it declares no supported subset (impl.unsupported), so it must support every case"
+        )
         return Result(
             case.name,
             backend.name,
             op.name,
-            "unsupported",
-            error=str(err) or "NotImplementedError",
+            "error",
+            error=f"raised NotImplementedError {why}: {err}",
             seconds=time.perf_counter() - t0,
         ), []
     except Exception as err:  # every failure is recorded; the run goes on
@@ -258,7 +331,7 @@ def run_operator(backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Ex
         ), []
     seconds = time.perf_counter() - t0
     expected = exp.ops[op.name]
-    res = Result(case.name, backend.name, op.name, "pass", seconds=seconds)
+    res = Result(case.name, backend.name, op.name, "pass", seconds=seconds, paths=taken)
     modified = [a for a in op.args if not np.array_equal(inputs[a], copies[a])]
     if modified:
         res.problems.append(f"modified its input(s) in place: {', '.join(modified)}")
@@ -269,7 +342,7 @@ def run_operator(backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Ex
         res.status = "fail"
         return res, []
     try:
-        policy = backend_policy(backend, next(iter(expected.values())).dtype)
+        policy = tol.policy_for(next(iter(expected.values())).dtype, precision)
     except ValueError as err:
         res.status, res.error = "error", str(err)
         return res, []
@@ -287,22 +360,50 @@ def run_operator(backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Ex
     return res, outs
 
 
-def adjoint_check(backend: Any, case: Case, inputs: Inputs, exp: Expectation, outs: dict[str, list]) -> Result | None:
-    """``<deconv2d(x,K), d> = <x, dX(K,d)> = <K, dK(x,d)>`` on the backend's own outputs.
+def adjoint_inputs(case: Case, seed: int) -> Inputs:
+    """Fresh random ``x``, ``kernel``, ``d_out`` for the adjoint identities, independent of the
+    values the operators were checked on (so the identities are a second route to the truth)."""
+    g = case.geometry()
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(f"adjoint/{case.name}".encode())])
+    base = make_inputs(case, seed)
+    return {
+        **base,
+        "x": rng.standard_normal(g.x_shape).astype(base["x"].dtype),
+        "kernel": rng.standard_normal(g.kernel_shape).astype(base["kernel"].dtype),
+        "d_out": rng.standard_normal(g.y_shape).astype(base["d_out"].dtype),
+    }
+
+
+def adjoint_check(backend: Any, case: Case, seed: int = 0, precision: str = "highest") -> Result:
+    """``<deconv2d(x,K), d> = <x, dX(K,d)> = <K, dK(x,d)>`` on the backend's own outputs, for
+    random ``x``, ``K``, ``d`` drawn independently of the value checks' inputs.
 
     Each inner product is taken in float64; a backend output within its bound ``B`` moves its
     inner product by at most ``Σ|other|·B``, so the pairwise gaps are bounded by the sum of two
     such terms (plus float64 rounding of the inner products themselves).
     """
-    try:
-        (y,), (dk,), (dx,) = outs["deconv2d"], outs["deconv2d_dk"], outs["deconv2d_dx"]
-    except (KeyError, ValueError):
-        return None
+    inputs = adjoint_inputs(case, seed)
+    exp = expect(case, inputs)
+    res = Result(case.name, backend.name, "adjoint", "pass")
+    outs: dict[str, np.ndarray] = {}
+    for name in ("deconv2d", "deconv2d_dk", "deconv2d_dx"):
+        try:
+            (out,), taken = _call(backend, case, inputs, OPS[name])
+        except Exception as err:
+            res.status, res.error = "error", f"{name} raised {_brief_error(err)}"
+            return res
+        res.paths.extend(p for p in taken if p not in res.paths)
+        outs[name] = out
+    y, dk, dx = outs["deconv2d"], outs["deconv2d_dk"], outs["deconv2d_dx"]
     x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
     ey, ek, ex = exp.ops["deconv2d"]["y"], exp.ops["deconv2d_dk"]["dK"], exp.ops["deconv2d_dx"]["dX"]
-    if y.shape != ey.value.shape or dk.shape != ek.value.shape or dx.shape != ex.value.shape:
-        return None
-    pol_y, pol_k, pol_x = (backend_policy(backend, e.dtype) for e in (ey, ek, ex))
+    for got, e, label in ((y, ey, "y"), (dk, ek, "dK"), (dx, ex, "dX")):
+        if got.shape != e.value.shape:
+            res.status = "fail"
+            res.problems.append(f"{label} has shape {got.shape}, expected {e.value.shape}")
+    if res.problems:
+        return res
+    pol_y, pol_k, pol_x = (tol.policy_for(e.dtype, precision) for e in (ey, ek, ex))
     y64, dk64, dx64 = _f64(y), _f64(dk), _f64(dx)
     vals = {"<y,d>": float(np.vdot(y64, d)), "<x,dX>": float(np.vdot(x, dx64)), "<K,dK>": float(np.vdot(k, dk64))}
     slack = {
@@ -315,7 +416,7 @@ def adjoint_check(backend: Any, case: Case, inputs: Inputs, exp: Expectation, ou
         "<x,dX>": float(np.vdot(abs(x), abs(dx64))),
         "<K,dK>": float(np.vdot(abs(k), abs(dk64))),
     }
-    res = Result(case.name, backend.name, "adjoint", "pass", policy=max((pol_y, pol_k, pol_x), key=lambda p: p.u).name)
+    res.policy = max((pol_y, pol_k, pol_x), key=lambda p: p.u).name
     for other in ("<x,dX>", "<K,dK>"):
         gap = abs(vals["<y,d>"] - vals[other])
         n = y.size + (x.size if other == "<x,dX>" else k.size)
@@ -332,28 +433,29 @@ def adjoint_check(backend: Any, case: Case, inputs: Inputs, exp: Expectation, ou
 
 
 def check_case(
-    backend: Any, case: Case, inputs: Inputs, exp: Expectation, operators: Sequence[str] | None = None
+    backend: Any,
+    case: Case,
+    inputs: Inputs,
+    exp: Expectation,
+    operators: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    precision: str = "highest",
 ) -> list[Result]:
-    """Every requested operator of ``case`` on ``backend``, plus the adjoint identities when the
-    three deconvolution operators ran; exceptions are recorded per operator, never raised."""
-    wanted = set(operators or OPERATOR_NAMES)
-    results: list[Result] = []
-    outs: dict[str, list] = {}
-    for op in OPERATORS:
-        if op.name not in wanted and not (
-            op.name in ("deconv2d", "deconv2d_dk", "deconv2d_dx") and "adjoint" in wanted
-        ):
-            continue
-        res, got = run_operator(backend, case, inputs, op, exp)
-        if op.name in wanted:
-            results.append(res)
-        if got:
-            outs[op.name] = got
+    """Every requested operator of ``case`` on ``backend`` checked at ``precision``, plus the
+    adjoint identities (on independent inputs); exceptions are recorded per operator, never raised.
+
+    A case outside the subset the backend declares (:func:`declared_unsupported`) is recorded as
+    ``unsupported`` for every operator and not run.
+    """
+    wanted = [op for op in OPERATOR_NAMES if op in set(operators or OPERATOR_NAMES)]
+    reason = declared_unsupported(backend, case)
+    if reason is not None:
+        return [Result(case.name, backend.name, op, "unsupported", error=reason) for op in wanted]
+    results = [run_operator(backend, case, inputs, OPS[op], exp, precision)[0] for op in wanted if op in OPS]
     if "adjoint" in wanted:
         try:
-            adj = adjoint_check(backend, case, inputs, exp, outs)
+            results.append(adjoint_check(backend, case, seed, precision))
         except Exception as err:
-            adj = Result(case.name, backend.name, "adjoint", "error", error=_brief_error(err))
-        if adj is not None:
-            results.append(adj)
+            results.append(Result(case.name, backend.name, "adjoint", "error", error=_brief_error(err)))
     return results

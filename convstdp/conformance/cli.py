@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from convstdp import backends as _backends
-from convstdp.conformance.cases import Case, case_from_text, grid
-from convstdp.conformance.checks import OPERATOR_NAMES
+from convstdp.conformance.cases import GRIDS, Case, case_from_text, grid
+from convstdp.conformance.operators import OPERATOR_NAMES
+from convstdp.conformance.tolerance import POLICY
 
 __all__ = ["configure", "main"]
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return v
+
+    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grid",
-        choices=("quick", "full", "random"),
+        choices=(*GRIDS, "random"),
         default="quick",
-        help="case grid: quick (CI, ~45 cases), full (~1700), random (Hypothesis; see --examples)",
+        help="case grid: quick (CI: small cases plus a large tier that exercises every internal path), "
+        "full (~1700), workloads (SPEC §8 at full size; gpu-large too when a GPU is present), "
+        "random (Hypothesis; see --examples)",
     )
     parser.add_argument(
-        "--examples", type=int, default=50, metavar="N", help="random cases per backend (--grid random)"
+        "--examples", type=_positive(int), default=50, metavar="N", help="random cases per backend (--grid random)"
     )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the input values (and random grid)")
     parser.add_argument(
@@ -47,6 +64,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--operator", action="append", choices=OPERATOR_NAMES, default=[], help="check only this operator (repeatable)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("highest", *(p for p in POLICY if p not in ("float32", "float64"))),
+        default=None,
+        help="check every named backend at this precision (default: what the registry says for its name, "
+        "e.g. bf16 for jax-bf16; never what the backend object declares)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the full record as JSON")
     parser.add_argument("--report", metavar="FILE.md", help="write a Markdown report")
@@ -62,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive(float),
         default=None,
         metavar="S",
         help="with --isolate: kill a backend's child after S seconds",
@@ -78,6 +102,23 @@ def _usage(msg: str) -> int:
     return 2
 
 
+def writable_path(path: str, option: str) -> str | None:
+    """Why ``path`` cannot be written (checked before any work), or ``None`` when it can."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{option} {path!r} is a directory"
+    if not os.path.isdir(folder):
+        return f"{option} {path!r}: folder {folder!r} does not exist"
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"{option} {path!r} is not writable"
+    return None
+
+
+def _broken_backends() -> dict[str, str]:
+    """Registered default backends whose loading failed because of a bug (not a missing library)."""
+    return {n: s for n, s in _backends.available_backends().items() if s.startswith("error")}
+
+
 def _select_backends(names: list[str]) -> list[str]:
     """The named backends (deduplicated), else every available default one but the reference."""
     if names:
@@ -91,6 +132,80 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
     print(format_table(header, rows))
 
 
+def _cases(args: argparse.Namespace) -> tuple[list[Case], str]:
+    if args.case:
+        return [case_from_text(t) for t in args.case], "case"
+    if args.grid == "random":
+        return [], "random"
+    return list(grid(args.grid, gpu=_gpu_present() if args.grid == "workloads" else False)), args.grid
+
+
+def _gpu_present() -> bool:
+    """Whether JAX sees a GPU here (decides whether the workloads grid includes gpu-large)."""
+    try:
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    except Exception:  # no JAX, or no usable backend: no GPU for us
+        return False
+
+
+def _load(args: argparse.Namespace, names: list[str]) -> tuple[list[Any], dict[str, str]]:
+    from convstdp.conformance import harness
+
+    if args.isolate and args.grid != "random":
+        # load nothing here: a backend that aborts on import must not take the parent down
+        unknown = [n for n in names if ":" not in n and n not in _backends.registered_backends()]
+        if unknown:
+            raise ValueError(
+                f"unknown backend {unknown[0]!r}; registered: {', '.join(_backends.registered_backends())}"
+            )
+        return [harness.NamedOnly(n) for n in names], {}
+    return harness.resolve_backends(names)
+
+
+def _self_test(args: argparse.Namespace, cases: list[Case], progress_on: bool | None) -> tuple[dict[str, Any], Any]:
+    from convstdp.conformance import harness
+    from convstdp.conformance import report as rep
+    from convstdp.conformance.broken import BUGS, self_test
+
+    st_cases = cases or list(grid("quick"))
+    bar = harness.Progress(len(st_cases) * (len(BUGS) + 1), "self-test", progress_on)
+    rows, control = self_test(st_cases, seed=args.seed, progress=bar)
+    bar.close()
+    caught = sum(r.caught for r in rows)
+    print(f"Self-test: {len(BUGS)} broken backends on {len(st_cases)} cases (each stops at its first failure)")
+    _print_table(
+        ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
+        [
+            [
+                r.bug,
+                "yes" if r.caught else "NO",
+                r.check,
+                (f"{r.operator} [{r.case}]" if r.case else r.first[:60]) if r.caught else "-",
+                rep.self_test_ratio(r.to_dict()),
+                str(r.cases_run),
+            ]
+            for r in rows
+        ],
+    )
+    control_ok = not control.failed
+    if not control_ok:
+        print("control (the reference wrapper, no bug) FAILED:")
+        for r in control.failed[:10]:
+            print("  " + r.message())
+    print(f"caught {caught}/{len(rows)}" + ("" if control_ok else "  (control failed)"))
+    doc = {
+        "caught": caught,
+        "total": len(rows),
+        "cases": len(st_cases),
+        "control_passed": control_ok,
+        "ok": caught == len(rows) and control_ok,
+        "rows": [r.to_dict() for r in rows],
+    }
+    return doc, control
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the conformance suite as the options say; returns the exit code."""
     from convstdp.conformance import harness
@@ -101,22 +216,20 @@ def main(args: argparse.Namespace) -> int:
         with open(args.worker_cases) as fh:
             names = json.load(fh)
         try:
-            return harness.worker(args.backend[0], names, args.worker_out, seed=args.seed, operators=ops)
+            return harness.worker(
+                args.backend[0], names, args.worker_out, seed=args.seed, operators=ops, precision=args.precision
+            )
         except (_backends.BackendUnavailable, ValueError) as err:
             print(str(err), file=sys.stderr)
             return 2
-    if args.examples < 1:
-        return _usage(f"--examples must be >= 1, got {args.examples}")
-
-    cases: list[Case]
+    if args.timeout is not None and not args.isolate:
+        return _usage("--timeout needs --isolate (it limits each backend's child process)")
+    for path, option in ((args.json, "--json"), (args.report, "--report")):
+        why = path and writable_path(path, option)
+        if why:
+            return _usage(why)
     try:
-        if args.case:
-            cases = [case_from_text(t) for t in args.case]
-            grid_name = "case"
-        elif args.grid == "random":
-            cases, grid_name = [], "random"
-        else:
-            cases, grid_name = list(grid(args.grid)), args.grid
+        cases, grid_name = _cases(args)
     except ValueError as err:
         return _usage(str(err))
     if args.list:
@@ -124,28 +237,20 @@ def main(args: argparse.Namespace) -> int:
             print(c.name)
         return 0
 
+    broken = {} if args.backend else _broken_backends()
     names = _select_backends(args.backend)
     try:
-        if args.isolate and grid_name != "random":
-            # load nothing here: a backend that aborts on import must not take the parent down
-            unknown = [n for n in names if ":" not in n and n not in _backends.registered_backends()]
-            if unknown:
-                raise ValueError(
-                    f"unknown backend {unknown[0]!r}; registered: {', '.join(_backends.registered_backends())}"
-                )
-            backends, unavailable = [harness.NamedOnly(n) for n in names], {}
-        else:
-            backends, unavailable = harness.resolve_backends(names)
+        backends, unavailable = _load(args, names)
     except (ValueError, TypeError) as err:
         return _usage(str(err))
-    except Exception as err:  # a third-party factory that blows up is a crash, not a usage error
+    except Exception as err:  # a backend whose code is broken (BackendError, a factory that blows up): a failure
         print(f"convstdp conformance: backend failed to load: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     if unavailable and args.backend:
         for reason in unavailable.values():
             print(f"convstdp conformance: error: {reason}", file=sys.stderr)
         return 2
-    if not backends and not args.self_test:
+    if not backends and not args.self_test and not broken:
         print("convstdp conformance: no backend to check (name one with --backend)", file=sys.stderr)
         return 0 if not args.backend else 2
 
@@ -154,55 +259,22 @@ def main(args: argparse.Namespace) -> int:
     progress_on = None if not args.quiet else False
 
     if args.self_test:
-        from convstdp.conformance.broken import BUGS, self_test
-
-        st_cases = cases or list(grid("quick"))
-        bar = harness.Progress(len(st_cases) * (len(BUGS) + 1), "self-test", progress_on)
-        rows, control = self_test(st_cases, seed=args.seed, progress=bar)
-        bar.close()
-        caught = sum(r.caught for r in rows)
-        print(f"Self-test: {len(BUGS)} broken backends on {len(st_cases)} cases (each stops at its first failure)")
-        _print_table(
-            ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
-            [
-                [
-                    r.bug,
-                    "yes" if r.caught else "NO",
-                    r.check,
-                    f"{r.operator} [{r.case}]" if r.caught else "-",
-                    rep._fmt_ratio(r.ratio),
-                    str(r.cases_run),
-                ]
-                for r in rows
-            ],
-        )
-        control_ok = not control.failed
-        if not control_ok:
-            print("control (the reference wrapper, no bug) FAILED:")
-            for r in control.failed[:10]:
-                print("  " + r.message())
-        print(f"caught {caught}/{len(rows)}" + ("" if control_ok else "  (control failed)"))
-        self_test_doc = {
-            "caught": caught,
-            "total": len(rows),
-            "cases": len(st_cases),
-            "control_passed": control_ok,
-            "ok": caught == len(rows) and control_ok,
-            "rows": [r.to_dict() for r in rows],
-        }
+        self_test_doc, control = _self_test(args, cases, progress_on)
         runs.append(control)
         if not cases:
-            cases = st_cases
+            cases = list(grid("quick"))
 
-    random_cases: dict[str, Case] = {}
     repros: list[str] = []
     if backends:
         if grid_name == "random":
             from convstdp.conformance.randomized import run_random
 
+            random_cases: dict[str, Case] = {}
             bar = harness.Progress(args.examples * len(backends), "random", progress_on)
             for be in backends:
-                br, minimal = run_random(be, examples=args.examples, seed=args.seed, operators=ops, progress=bar)
+                br, minimal = run_random(
+                    be, examples=args.examples, seed=args.seed, operators=ops, progress=bar, precision=args.precision
+                )
                 runs.append(br)
                 for r in br.results:
                     random_cases.setdefault(r.case, case_from_text(r.case))
@@ -213,7 +285,13 @@ def main(args: argparse.Namespace) -> int:
         elif args.isolate:
             bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
             iso = harness.run_isolated(
-                [be.name for be in backends], cases, seed=args.seed, operators=ops, progress=bar, timeout_s=args.timeout
+                [be.name for be in backends],
+                cases,
+                seed=args.seed,
+                operators=ops,
+                progress=bar,
+                timeout_s=args.timeout,
+                precision=args.precision,
             )
             bar.close()
             for br in iso:
@@ -227,16 +305,65 @@ def main(args: argparse.Namespace) -> int:
                 return 2
         else:
             bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
-            runs += harness.run(backends, cases, seed=args.seed, operators=ops, progress=bar)
+            runs += harness.run(backends, cases, seed=args.seed, operators=ops, progress=bar, precision=args.precision)
             bar.close()
 
     real = [br for br in runs if not br.name.startswith("broken:")]
+    # A grid meant to cover every path (quick/full, all operators) fails on a path it never exercised.
+    covering = grid_name in ("quick", "full") and set(ops) == set(OPERATOR_NAMES)
+    problems = [p for br in real for p in br.grid_problems(require_paths=covering)]
+    problems += [f"backend {n!r} is broken (not a missing library): {why}" for n, why in broken.items()]
+    _print_summary(real, cases, grid_name, args.seed, repros, unavailable, problems)
+
+    ok = not any(br.failed for br in real) and not problems and (self_test_doc is None or self_test_doc["ok"])
+    if args.json or args.report:
+        doc = rep.to_json(
+            real,
+            cases,
+            grid=grid_name,
+            seed=args.seed,
+            argv=sys.argv,
+            unavailable=unavailable,
+            self_test=self_test_doc,
+            problems=problems,
+        )
+        doc["ok"] = ok
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(doc, fh, indent=1)
+        if args.report:
+            with open(args.report, "w") as fh:
+                fh.write(rep.markdown(doc, real, cases))
+    print("\nOK: every checked backend agrees with the reference" if ok else "\nFAILED")
+    return 0 if ok else 1
+
+
+def _print_summary(
+    real: list[Any],
+    cases: list[Case],
+    grid_name: str,
+    seed: int,
+    repros: list[str],
+    unavailable: dict[str, str],
+    problems: list[str],
+) -> None:
+    from convstdp.conformance import report as rep
+
     if real:
-        print(f"\nConformance: {len(cases)} cases ({grid_name} grid, seed {args.seed})")
+        print(f"\nConformance: {len(cases)} cases ({grid_name} grid, seed {seed})")
         _print_table(*rep.summary_table(rep.summarize(real)))
+        t_header, t_body = rep.tier_table(real, cases)
+        if t_body:
+            print("\nWorst error/bound by size tier (cases):")
+            _print_table(t_header, t_body)
+        c_header, c_body = rep.coverage_table(real)
+        if c_body:
+            print("\nPath coverage (cases that exercised each internal path):")
+            _print_table(c_header, c_body)
         for br in real:
             extra = f"; first case {br.first_case_s:.2f} s (warm-up)" if br.first_case_s else ""
-            print(f"{br.name}: {br.seconds:.2f} s{extra}")
+            src = f"checked at {br.info.get('precision', 'highest')} ({br.info.get('precision_source', 'registry')})"
+            print(f"{br.name}: {br.seconds:.2f} s{extra}; {src}")
     failures = [r for br in real for r in br.results if r.failed]
     if failures:
         print(f"\n{len(failures)} failure(s):")
@@ -249,22 +376,9 @@ def main(args: argparse.Namespace) -> int:
         if grid_name != "random":
             print(
                 f"reproduce one: convstdp conformance --backend {failures[0].backend} "
-                f"--case '{failures[0].case}' --seed {args.seed}"
+                f"--case '{failures[0].case}' --seed {seed}"
             )
+    for p in problems:
+        print(f"grid problem: {p}")
     for name, reason in unavailable.items():
         print(f"skipped {name}: {reason}")
-
-    ok = not failures and (self_test_doc is None or self_test_doc["ok"])
-    if args.json or args.report:
-        doc = rep.to_json(
-            real, cases, grid=grid_name, seed=args.seed, argv=sys.argv, unavailable=unavailable, self_test=self_test_doc
-        )
-        doc["ok"] = ok
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(doc, fh, indent=1)
-        if args.report:
-            with open(args.report, "w") as fh:
-                fh.write(rep.markdown(doc, real, cases))
-    print("\nOK: every checked backend agrees with the reference" if ok else "\nFAILED")
-    return 0 if ok else 1

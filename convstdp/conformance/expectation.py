@@ -1,10 +1,17 @@
 """The float64 expectation of a case: the reference's outputs and the per-element tolerance scales
-(:mod:`convstdp.conformance.tolerance` says how a scale becomes a bound)."""
+(:mod:`convstdp.conformance.tolerance` derives the scales and says how a scale becomes a bound).
+
+Every operator output is a bilinear sum ``B(a, b)`` (``deconv2d(x, K)``, ``dK(x, d)``, ``dX(K, d)``)
+or a short composition of them. For each sum, :func:`sum_stats` gives per output element the three
+float64 quantities the bound is built from: ``S = B(a, b)`` (the value), ``R = sqrt(B(a², b²))``
+(the root of the sum of squared terms) and ``n = B(a≠0, b≠0)`` (the terms that can round).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +21,7 @@ from convstdp.conformance.cases import Case
 from convstdp.conformance.operators import OPS, Inputs
 from convstdp.reference import ops as ref
 
-__all__ = ["Expected", "Expectation", "expect"]
+__all__ = ["Expected", "Expectation", "SumStats", "expect", "sum_stats"]
 
 
 @dataclass
@@ -34,71 +41,118 @@ class Expectation:
     ops: dict[str, dict[str, Expected]]
 
 
+@dataclass
+class SumStats:
+    """Per output element of a sum of products ``Σ a·b`` (all float64, the output's shape):
+    ``value`` ``S``, ``rms`` ``R = sqrt(Σ (a·b)²)``, ``count`` ``n`` (non-zero terms)."""
+
+    value: np.ndarray
+    rms: np.ndarray
+    count: np.ndarray
+
+    def scale(self, extra_products: float = 1.0, extra_values: float = 1.0) -> np.ndarray:
+        """:func:`convstdp.conformance.tolerance.sum_scale` of these statistics."""
+        return tol.sum_scale(self.value, self.rms, self.count, extra_products, extra_values)
+
+
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.float64)
 
 
-@lru_cache(maxsize=256)
-def _counts(case_geom: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Terms per output element of deconv2d, dK and dX: each operator on all-ones inputs."""
-    xs, ks, ys, stride, pads = case_geom
-    x1, k1, d1 = np.ones(xs), np.ones(ks), np.ones(ys)
-    kw = dict(stride=stride, padding=pads)
-    return (
-        ref.deconv2d(x1, k1, **kw),
-        ref.deconv2d_dk(x1, d1, kernel_size=ks[:2], **kw),
-        ref.deconv2d_dx(k1, d1, **kw),
-    )
+def _unit(a: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(a / max|a|, max|a|)`` (``max|a|`` taken as 1 for an all-zero array), so that squaring
+    cannot overflow or underflow for any finite input."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    m = m if m > 0 and np.isfinite(m) else 1.0
+    return a / m, m
+
+
+def sum_stats(
+    op: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray, a_terms: np.ndarray | None = None
+) -> SumStats:
+    """:class:`SumStats` of the bilinear ``op(a, b)`` (float64 arrays; ``op`` the reference operator
+    with its geometry bound). Three reference runs: values, squares, non-zero indicators.
+
+    ``a_terms`` (bool, ``a``'s shape) overrides which elements of ``a`` count as possibly non-zero
+    (default ``a != 0``), for an ``a`` that a backend computes and may round away from zero."""
+    ua, ma = _unit(a)
+    ub, mb = _unit(b)
+    value = op(a, b)
+    rms = (ma * mb) * np.sqrt(op(ua * ua, ub * ub))
+    nz_a = (a != 0) if a_terms is None else a_terms
+    count = op(nz_a.astype(np.float64), (b != 0).astype(np.float64))
+    return SumStats(value, rms, count)
 
 
 def expect(case: Case, inputs: Inputs) -> Expectation:
     """The reference outputs (float64, on float64-cast inputs) and tolerance scales of ``case``."""
     g = case.geometry()
-    kw = dict(stride=g.stride, padding=g.pads)
-    n_y, n_k, n_x = _counts((g.x_shape, g.kernel_shape, g.y_shape, g.stride, g.pads))
+    kw: dict[str, Any] = dict(stride=g.stride, padding=g.pads)
+    ks = g.kernel_size
     x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
     prs, prt, pos, pot = (_f64(inputs[a]) for a in ("pre_spike", "pre_trace", "post_spike", "post_trace"))
     dt = {name: geometry.result_dtype(*(np.dtype(inputs[a].dtype) for a in op.args)) for name, op in OPS.items()}
-    ks = g.kernel_size
     p = case.params
 
-    y = Expected(ref.deconv2d(x, k, **kw), tol.sum_scale(ref.deconv2d(abs(x), abs(k), **kw), n_y), dt["deconv2d"])
-    dk = Expected(
-        ref.deconv2d_dk(x, d, kernel_size=ks, **kw),
-        tol.sum_scale(ref.deconv2d_dk(abs(x), abs(d), kernel_size=ks, **kw), n_k),
-        dt["deconv2d_dk"],
-    )
-    dx = Expected(
-        ref.deconv2d_dx(k, d, **kw), tol.sum_scale(ref.deconv2d_dx(abs(k), abs(d), **kw), n_x), dt["deconv2d_dx"]
-    )
+    def fwd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ref.deconv2d(a, b, **kw)
 
-    # stdp_update, composed bound (tolerance module docstring).
-    w_new, dw = ref.stdp_update(k, prs, prt, pos, pot, **kw, **p)
-    m_ltp = ref.deconv2d_dk(abs(prt) + abs(p["pretrace_target"]), abs(p["A_plus"]) * abs(pos), kernel_size=ks, **kw)
-    m_ltd = ref.deconv2d_dk(abs(prs), abs(p["A_minus"]) * abs(pot), kernel_size=ks, **kw)
-    m_dw = m_ltp + m_ltd
-    s_dw = tol.sum_scale(m_dw, n_k, tol.EXTRA_ROUNDINGS["dW"])
-    m_w = abs(k) * (1 + abs(p["w_decay"])) + abs(p["eta"]) * m_dw + max(p["w_bound"], 0.0)
-    s_w = abs(p["eta"]) * s_dw + tol.EXTRA_ROUNDINGS["W"] * m_w
+    def dk(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ref.deconv2d_dk(a, b, kernel_size=ks, **kw)
+
+    def dx(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ref.deconv2d_dx(a, b, **kw)
+
+    st_y = sum_stats(fwd, x, k)
+    st_k = sum_stats(dk, x, d)
+    st_x = sum_stats(dx, k, d)
+    y = Expected(st_y.value, st_y.scale(), dt["deconv2d"])
+    dk_exp = Expected(st_k.value, st_k.scale(), dt["deconv2d_dk"])
+    dx_exp = Expected(st_x.value, st_x.scale(), dt["deconv2d_dx"])
+
+    # stdp_update, composed (tolerance module docstring, "Composed outputs").
+    tgt, a_plus, a_minus = p["pretrace_target"], p["A_plus"], p["A_minus"]
+    eta, w_decay, w_bound = p["eta"], p["w_decay"], p["w_bound"]
+    # With a shift, every pre_trace element is a term that can round (fl(pre_trace - target)).
+    ltp = sum_stats(dk, prt - tgt, a_plus * pos, np.ones(prt.shape, bool) if tgt != 0 else None)
+    ltd = sum_stats(dk, prs, a_minus * pot)
+    e = tol.EXTRA_ROUNDINGS
+    s_ltp = ltp.scale(e["ltp_products"], e["ltp_values"])
+    if tgt != 0:  # fl(pretrace_target) shifts every term by the same relative amount
+        s_ltp = s_ltp + abs(tgt * a_plus) * dk(np.ones_like(prt), abs(pos))
+    s_ltd = ltd.scale(e["ltd_products"], e["ltd_values"])
+    dw = ltp.value - ltd.value
+    s_dw = s_ltp + s_ltd + abs(dw)
+    v = k + eta * dw
+    if w_decay > 0:
+        v = v - w_decay * k
+    w_new = np.minimum(np.maximum(v, 0.01), w_bound - 0.01) if w_bound > 0 else v
+    # Clipping is 1-Lipschitz: the unclipped value's bound carries over.
+    s_w = (
+        abs(eta) * s_dw
+        + e["W_terms"] * (abs(eta) * (abs(ltp.value) + abs(ltd.value)) + abs(k) * (1 + abs(w_decay)))
+        + abs(v)
+        + abs(w_new)
+    )
     st = dt["stdp_update"]
     w_exp, dw_exp = Expected(w_new, s_w, st), Expected(dw, s_dw, st)
 
-    # stdp_step: dX through the updated filters inherits W's bound.
-    step_dx = ref.deconv2d_dx(w_new, pos, **kw)
-    s_step_dx = tol.sum_scale(ref.deconv2d_dx(abs(w_new), abs(pos), **kw), n_x) + ref.deconv2d_dx(s_w, abs(pos), **kw)
+    # stdp_step: dX through the updated filters: its own sum, plus W's bound carried through dX.
+    st_dx = sum_stats(dx, w_new, pos, (w_new != 0) | (s_w > 0))  # a backend's W' may be non-zero
+    s_step_dx = st_dx.scale() + dx(s_w, abs(pos))
     sd = dt["stdp_step"]
     step = {
         "y": Expected(y.value, y.scale, sd),
         "W'": Expected(w_new, s_w, sd),
         "dW": Expected(dw, s_dw, sd),
-        "dX": Expected(step_dx, s_step_dx, sd),
+        "dX": Expected(st_dx.value, s_step_dx, sd),
     }
     return Expectation(
         case,
         {
             "deconv2d": {"y": y},
-            "deconv2d_dk": {"dK": dk},
-            "deconv2d_dx": {"dX": dx},
+            "deconv2d_dk": {"dK": dk_exp},
+            "deconv2d_dx": {"dX": dx_exp},
             "stdp_update": {"W'": w_exp, "dW": dw_exp},
             "stdp_step": step,
         },

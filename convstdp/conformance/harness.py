@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convstdp import backends as _backends
+from convstdp import paths as _paths
 from convstdp.conformance.cases import Case, make_inputs
 from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
 
@@ -40,18 +41,66 @@ class BackendRun:
     def failed(self) -> list[Result]:
         return [r for r in self.results if r.failed]
 
+    @property
+    def checked(self) -> int:
+        """Cases this backend was actually checked on (not unsupported, not crashed before a verdict)."""
+        return len({r.case for r in self.results if r.status in ("pass", "fail", "error")})
 
-def backend_info(be: Any) -> dict[str, Any]:
-    """Name, implementation, version, devices, precision and declared roundoff of a backend."""
+    def path_coverage(self) -> dict[str, int]:
+        """``{path: cases that exercised it}`` for every declared path (0 = never exercised) and every
+        path noted though undeclared. A backend that declares none is one path per operator."""
+        declared = self.info.get("paths") or []
+        seen: dict[str, set[str]] = {p: set() for p in declared}
+        for r in self.results:
+            taken = r.paths if declared else ([r.operator] if r.status in ("pass", "fail") else [])
+            for p in taken:
+                seen.setdefault(p, set()).add(r.case)
+        if not declared:
+            for op in {r.operator for r in self.results}:
+                seen.setdefault(op, set())
+        return {p: len(c) for p, c in sorted(seen.items())}
+
+    def grid_problems(self, *, require_paths: bool) -> list[str]:
+        """What makes this run fail as a whole: no case checked, a declared path never exercised
+        (when ``require_paths``: a grid meant to cover every path), an undeclared path noted."""
+        out = []
+        if self.info.get("status", "ok") == "ok" and self.checked == 0:
+            out.append(f"{self.name}: checked no case (every case unsupported, or none ran): a backend must check one")
+        declared = set(self.info.get("paths") or [])
+        cov = self.path_coverage()
+        if declared:
+            undeclared = sorted(p for p in cov if p not in declared)
+            if undeclared:
+                out.append(f"{self.name}: noted path(s) it does not declare: {', '.join(undeclared)}")
+            missed = sorted(p for p in declared if cov.get(p, 0) == 0)
+            if require_paths and missed:
+                out.append(f"{self.name}: the grid exercised no case on path(s) {', '.join(missed)}")
+        return out
+
+
+def checked_precision(be: Any, override: str | None = None) -> tuple[str, str]:
+    """``(precision, source)`` a backend is checked at: the user's (``--precision``), else the
+    registry's for the name it is registered under; never what the object under test declares."""
+    if override:
+        return override.lower(), "user (--precision)"
+    return _backends.checked_precision(be.name), "registry"
+
+
+def backend_info(be: Any, precision: str | None = None) -> dict[str, Any]:
+    """Name, implementation, version, devices, the precision it is checked at (and from where),
+    what it declares (precision, supported subset, internal paths)."""
     info: dict[str, Any] = {"status": "ok", "impl": f"{type(be.impl).__module__}.{type(be.impl).__name__}"}
-    for key, fn in (("version", lambda: be.version), ("devices", be.devices), ("precision", lambda: be.precision)):
+    for key, fn in (("version", lambda: be.version), ("devices", be.devices)):
         try:
             info[key] = fn()
         except Exception as err:  # a broken attribute is reported, not fatal
             info[key] = f"<{type(err).__name__}: {err}>"
-    u = getattr(be.impl, "unit_roundoff", None)
-    if u is not None:
-        info["unit_roundoff"] = float(u)
+    info["precision"], info["precision_source"] = checked_precision(be, precision)
+    declared = getattr(be.impl, "precision", None)
+    if declared not in (None, "highest"):
+        info["declared_precision"] = str(declared)
+    info["declares_subset"] = callable(getattr(be.impl, "unsupported", None))
+    info["paths"] = sorted(_paths.declared(be.impl))
     return info
 
 
@@ -131,13 +180,15 @@ def run(
     progress: Progress | None = None,
     on_result: Callable[[Result], None] | None = None,
     on_case_start: Callable[[Case], None] | None = None,
+    precision: str | None = None,
 ) -> list[BackendRun]:
     """Check every backend on every case; the expectation of a case is computed once.
 
     ``stop_on_failure`` stops a backend at its first failing case (the self-test's early exit).
-    ``on_result`` sees each result as it comes (the isolated worker streams them).
+    ``on_result`` sees each result as it comes (the isolated worker streams them). ``precision``
+    overrides the registry's precision for every backend (the user's ``--precision``).
     """
-    runs = [BackendRun(be.name, info=backend_info(be)) for be in backends]
+    runs = [BackendRun(be.name, info=backend_info(be, precision)) for be in backends]
     ops = tuple(operators or OPERATOR_NAMES)
     for case in cases:
         active = [(be, r) for be, r in zip(backends, runs, strict=True) if not r.stopped_early]
@@ -149,7 +200,7 @@ def run(
         exp = expect(case, inputs)
         for be, br in active:
             t0 = time.perf_counter()
-            results = check_case(be, case, inputs, exp, ops)
+            results = check_case(be, case, inputs, exp, ops, seed=seed, precision=br.info["precision"])
             dt = time.perf_counter() - t0
             if not br.results:
                 br.first_case_s = dt
@@ -176,6 +227,7 @@ def run_isolated(
     operators: Sequence[str] | None = None,
     progress: Progress | None = None,
     timeout_s: float | None = None,
+    precision: str | None = None,
 ) -> list[BackendRun]:
     """Each backend in its own child process; a child that dies mid-case records a ``crash``
     for that case (every operator) and is restarted on the cases after it."""
@@ -204,6 +256,7 @@ def run_isolated(
                     "--worker-out",
                     out_file,
                     *[a for op in ops for a in ("--operator", op)],
+                    *(("--precision", precision) if precision else ()),
                 ]
                 t0 = time.perf_counter()
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -284,7 +337,15 @@ def _drain(
     return seen, started
 
 
-def worker(backend_name: str, case_names: Sequence[str], out_path: str, *, seed: int, operators: Sequence[str]) -> int:
+def worker(
+    backend_name: str,
+    case_names: Sequence[str],
+    out_path: str,
+    *,
+    seed: int,
+    operators: Sequence[str],
+    precision: str | None = None,
+) -> int:
     """The child side of :func:`run_isolated`: stream one JSON line per event, flushed."""
     from convstdp.conformance.cases import case_from_text
 
@@ -296,7 +357,7 @@ def worker(backend_name: str, case_names: Sequence[str], out_path: str, *, seed:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
 
-        emit({"kind": "info", "info": backend_info(be)})
+        emit({"kind": "info", "info": backend_info(be, precision)})
         for case in cases:
             emit({"kind": "start", "case": case.name})
             t0 = time.perf_counter()
@@ -305,6 +366,7 @@ def worker(backend_name: str, case_names: Sequence[str], out_path: str, *, seed:
                 [case],
                 seed=seed,
                 operators=operators,
+                precision=precision,
                 on_result=lambda r: emit({"kind": "result", "result": r.to_dict()}),
             )
             emit({"kind": "end", "case": case.name, "seconds": time.perf_counter() - t0})

@@ -66,6 +66,7 @@ def run_random(
     seed: int = 0,
     operators: Sequence[str] | None = None,
     progress: Any = None,
+    precision: str | None = None,
 ) -> tuple[BackendRun, Case | None]:
     """Check ``examples`` random cases on ``backend``; on a failure Hypothesis shrinks it.
 
@@ -76,7 +77,7 @@ def run_random(
     from hypothesis import seed as hseed
 
     ops = tuple(operators or OPERATOR_NAMES)
-    br = BackendRun(backend.name, info=backend_info(backend))
+    br = BackendRun(backend.name, info=backend_info(backend, precision))
     passed: dict[str, list[Result]] = {}
     last_fail: list[tuple[Case, list[Result]]] = []
 
@@ -92,7 +93,9 @@ def run_random(
     @given(case_strategy())
     def prop(case: Case) -> None:
         inputs = make_inputs(case, seed)
-        results = check_case(backend, case, inputs, expect(case, inputs), ops)
+        results = check_case(
+            backend, case, inputs, expect(case, inputs), ops, seed=seed, precision=br.info["precision"]
+        )
         if any(r.failed for r in results):
             last_fail.append((case, results))
             raise AssertionError(results[0].message())

@@ -22,7 +22,18 @@ from convstdp.conformance.checks import OPERATOR_NAMES, Result
 from convstdp.conformance.harness import BackendRun
 from convstdp.environment import cpu_model, library_versions
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "SummaryRow", "summarize", "summary_table", "environment", "to_json", "markdown"]
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SummaryRow",
+    "summarize",
+    "summary_table",
+    "tier_table",
+    "coverage_table",
+    "environment",
+    "to_json",
+    "markdown",
+]
 
 SCHEMA = "convstdp.conformance"
 SCHEMA_VERSION = 1
@@ -71,6 +82,46 @@ def summarize(runs: Sequence[BackendRun]) -> list[SummaryRow]:
                 )
             )
     return rows
+
+
+def tier_table(runs: Sequence[BackendRun], cases: Sequence[Case]) -> tuple[list[str], list[list[str]]]:
+    """Worst error/bound per backend × operator × size tier (``Case.tier``), with the case count."""
+    tier_of = {c.name: c.tier for c in cases}
+    tiers = [t for t in ("small", "large", "workload") if t in tier_of.values()]
+    header = ["backend", "operator", *(f"{t} (cases)" for t in tiers)]
+    body = []
+    for br in runs:
+        cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in br.results:
+            if r.ratio is not None and r.case in tier_of:
+                cell[(r.operator, tier_of[r.case])].append(r.ratio)
+        for op in [o for o in OPERATOR_NAMES if any(k[0] == o for k in cell)]:
+            body.append(
+                [
+                    br.name,
+                    op,
+                    *(
+                        f"{_fmt_ratio(max(cell[(op, t)]))} ({len(cell[(op, t)])})" if cell[(op, t)] else "-"
+                        for t in tiers
+                    ),
+                ]
+            )
+    return header, body
+
+
+def coverage_table(runs: Sequence[BackendRun]) -> tuple[list[str], list[list[str]]]:
+    """Every internal path of every backend and how many cases exercised it (0 fails a full grid)."""
+    body = [
+        [br.name, path, str(n), "" if n else "NOT EXERCISED"] for br in runs for path, n in br.path_coverage().items()
+    ]
+    return ["backend", "path", "cases", ""], body
+
+
+def self_test_ratio(row: dict[str, Any]) -> str:
+    """A self-test row's error/bound: the first failure's, or a precision bug's least ratio per tier."""
+    if row.get("tiers"):
+        return ", ".join(f"{t} >= {_fmt_ratio(float(v))}" for t, v in row["tiers"].items())
+    return _fmt_ratio(None if row["ratio"] is None else float(row["ratio"]))
 
 
 def _fmt_ratio(r: float | None) -> str:
@@ -126,14 +177,15 @@ def to_json(
     unavailable: dict[str, str] | None = None,
     self_test: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    problems: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run as one JSON-able dict (schema ``convstdp.conformance`` version 1).
 
     Top-level keys: ``schema``, ``schema_version``, ``created``, ``command``, ``grid``, ``seed``,
     ``environment``, ``tolerance``, ``backends``, ``cases``, ``summary``, ``results``,
-    ``self_test``, ``ok``.
+    ``self_test``, ``grid_problems``, ``ok``.
     """
-    failed = any(br.failed for br in runs)
+    failed = any(br.failed for br in runs) or bool(problems)
     backends: dict[str, Any] = {}
     for br in runs:
         backends[br.name] = {
@@ -141,6 +193,8 @@ def to_json(
             "seconds": round(br.seconds, 3),
             "first_case_seconds": round(br.first_case_s, 3),
             "stopped_early": br.stopped_early,
+            "cases_checked": br.checked,
+            "path_coverage": br.path_coverage(),
         }
     for name, reason in (unavailable or {}).items():
         backends[name] = {"status": "unavailable", "reason": reason}
@@ -162,6 +216,7 @@ def to_json(
         "summary": [r.to_dict() for r in summarize(runs)],
         "results": [r.to_dict() for br in runs for r in br.results],
         "self_test": self_test,
+        "grid_problems": list(problems),
         "ok": not failed and (self_test is None or bool(self_test.get("ok"))),
     }
     if extra:
@@ -192,12 +247,10 @@ def _departures(runs: Sequence[BackendRun]) -> list[str]:
     for br in runs:
         uns = [r for r in br.results if r.status == "unsupported"]
         prec = br.info.get("precision", "highest")
-        if prec not in ("highest", None) or "unit_roundoff" in br.info:
-            u = br.info.get("unit_roundoff")
+        if prec not in ("highest", None):
             out.append(
-                f"**{br.name}** declares precision `{prec}`"
-                + (f" (unit roundoff {u:.3g})" if u else "")
-                + ": its results are held to that mode's tolerance, not the dtype's."
+                f"**{br.name}** is checked at precision `{prec}` (from the {br.info.get('precision_source', '')}): "
+                "its results are held to that mode's tolerance, not the dtype's."
             )
         if uns:
             reasons = Counter(_reason_kind(r.error or "") for r in uns)
@@ -245,11 +298,17 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
         "- **Operators**: `deconv2d`, `deconv2d_dk`, `deconv2d_dx`, `stdp_update` (W' and dW), and the fused/composed "
         "`stdp_step` (y, W', dW, dX through the updated filters), each called through `convstdp.Backend`.",
         "- **Against the reference**: every output element, the reference run in float64 on the float64-cast inputs.",
-        "- **Adjoint identities** on the backend's own outputs: `<deconv2d(x,K), d> = <x, dX(K,d)> = <K, dK(x,d)>`, "
-        "bounded by the per-element bounds weighted by the other factor.",
+        "- **Adjoint identities** on the backend's own outputs for random x, K, d drawn independently of the value "
+        "checks' inputs: `<deconv2d(x,K), d> = <x, dX(K,d)> = <K, dK(x,d)>`, bounded by the per-element bounds "
+        "weighted by the other factor.",
         "- **Contract**: output shapes; dtype = `np.result_type` of the floating inputs (bool spikes follow); "
-        "inputs unchanged after the call. Exceptions are recorded per operator (`NotImplementedError` = "
-        "unsupported, listed under departures, not a failure).",
+        "inputs unchanged after the call. Exceptions are recorded per operator as failures. A case is "
+        "*unsupported* only for a backend that declares its supported subset (`impl.unsupported`), only outside "
+        "it, and is then not run; a backend that checks no case fails.",
+        "- **Precision** a backend is checked at comes from the registry (the name it is registered under) or "
+        "the user (`--precision`), never from the backend object.",
+        "- **Paths**: each backend declares its internal paths (serial/parallel, formulation, driver...) and notes "
+        "the one each call takes; on the quick and full grids a declared path that no case exercised fails the run.",
         "- **JAX-based backends** run float64 and mixed cases inside `jax.enable_x64(True)` (scoped to the call), "
         "float32 cases in JAX's default mode.",
         "- **Cases**: seeded, non-symmetric values (x ~ N(0.3,1), K ~ U(-0.6,1.4), d ~ N(-0.2,1)), 30 % sparse "
@@ -279,18 +338,29 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
     ]
     header, body = summary_table(summarize(runs))
     lines.append(_md_table(header, body) if body else "_No results._")
+    t_header, t_body = tier_table(runs, cases)
+    if t_body:
+        lines += ["", "Worst error/bound by size tier (number of cases in brackets):", "", _md_table(t_header, t_body)]
     timing = [
         [
             br.name,
             f"{br.seconds:.2f}",
             f"{br.first_case_s:.2f}",
             br.info.get("version", ""),
-            str(br.info.get("precision", "")),
+            f"{br.info.get('precision', '')} ({br.info.get('precision_source', '')})",
         ]
         for br in runs
     ]
     if timing:
-        lines += ["", _md_table(["backend", "seconds", "first case s (JIT warm-up)", "version", "precision"], timing)]
+        lines += [
+            "",
+            _md_table(["backend", "seconds", "first case s (JIT warm-up)", "version", "checked at (from)"], timing),
+        ]
+    c_header, c_body = coverage_table(runs)
+    if c_body:
+        lines += ["", "## Path coverage", "", _md_table(c_header, c_body)]
+    if doc.get("grid_problems"):
+        lines += ["", "## Grid problems", ""] + [f"- {p}" for p in doc["grid_problems"]]
     unavailable = {k: v for k, v in doc["backends"].items() if v.get("status") == "unavailable"}
     if unavailable:
         lines += ["", "Unavailable: " + "; ".join(f"`{k}`: {v.get('reason')}" for k, v in unavailable.items())]
@@ -318,7 +388,9 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
             "",
             f"## Self-test: caught {st['caught']}/{st['total']}",
             "",
-            "Broken backends built from the reference; each must fail on the grid (it stops at its first failure).",
+            "Broken backends built from the reference; each must fail on the grid (a logic bug stops at its first "
+            "failure). A precision bug must exceed its threshold on the float32 cases of every size tier; its "
+            "err/bound column gives the least ratio per tier.",
             "",
             _md_table(
                 ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
@@ -328,7 +400,7 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
                         "yes" if r["caught"] else "**NO**",
                         r["check"],
                         f"{r['operator']} `{r['case']}`",
-                        _fmt_ratio(None if r["ratio"] is None else float(r["ratio"])),
+                        self_test_ratio(r),
                         str(r["cases_run"]),
                     ]
                     for r in st["rows"]

@@ -38,7 +38,9 @@ def test_case(conformance_backend: str, conformance_case: Case, pytestconfig: An
     be = _backend(conformance_backend)
     seed = pytestconfig.getoption("conformance_seed")
     inputs, exp = _expected(conformance_case, seed)
-    results = check_case(be, conformance_case, inputs, exp)
+    results = check_case(
+        be, conformance_case, inputs, exp, seed=seed, precision=convstdp.backends.checked_precision(be.name)
+    )
     failed = [r for r in results if r.failed]
     if failed:
         lines = "\n".join(r.message() for r in failed)

@@ -65,8 +65,16 @@ POLICY: dict[str, Policy] = {
     "float16": Policy("float16", 2.0**-11, 4.0, _F32_TINY, "IEEE binary16 products"),
 }
 
-# What r (roundings outside the sum) each output carries; see the module docstring.
-EXTRA_ROUNDINGS = {"sum": 1.0, "dW": 3.0, "W": 4.0}
+# Coefficients of the roundings outside the sums (module docstring, "Composed outputs").
+EXTRA_ROUNDINGS: dict[str, float] = {
+    "sum_products": 1.0,  # R: each product rounds once
+    "sum_values": 1.0,  # |S|: the output's own rounding
+    "ltp_products": 3.0,  # R: products, fl(pre_trace - target), A_plus·post_spike
+    "ltp_values": 2.0,  # |S|: the output's rounding, fl(A_plus)
+    "ltd_products": 2.0,  # R: products, A_minus·post_trace
+    "ltd_values": 2.0,  # |S|: the output's rounding, fl(A_minus)
+    "W_terms": 3.0,  # |eta|·(|LTP|+|LTD|) and |W|·(1+w_decay): fl(eta), products, sums
+}
 
 
 def policy_for(dtype: Any, precision: str = "highest", unit_roundoff: float | None = None) -> Policy:
@@ -98,9 +106,16 @@ def policy_for(dtype: Any, precision: str = "highest", unit_roundoff: float | No
     return worst
 
 
-def sum_scale(magnitude: np.ndarray, n_terms: np.ndarray, extra: float = EXTRA_ROUNDINGS["sum"]) -> np.ndarray:
-    """``(sqrt(n) + r) · ref(|inputs|)`` for a plain sum of ``n`` products per element."""
-    return (np.sqrt(n_terms) + extra) * magnitude
+def sum_scale(
+    value: np.ndarray,
+    rms: np.ndarray,
+    count: np.ndarray,
+    extra_products: float = EXTRA_ROUNDINGS["sum_products"],
+    extra_values: float = EXTRA_ROUNDINGS["sum_values"],
+) -> np.ndarray:
+    """``sqrt(n)·hypot(S, R) + p·R + v·|S|`` per element of a sum of ``n`` non-zero products with
+    value ``S`` and root sum of squared terms ``R`` (module docstring); all arrays one shape."""
+    return np.sqrt(count) * np.hypot(value, rms) + extra_products * rms + extra_values * np.abs(value)
 
 
 def bound(scale: np.ndarray, policy: Policy) -> np.ndarray:

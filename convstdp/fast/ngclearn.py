@@ -8,8 +8,9 @@ Results are ``jax.Array``. Where upstream departs from SPEC:
   and its synapse assumes square maps and kernels. The adapter receives explicit pads (the
   interface normalises them) and maps them back to ``"SAME"``/``"VALID"`` when they are exactly
   those modes' pads; anything else (anisotropic stride, rectangular map or kernel, other
-  explicit or negative pads) raises ``NotImplementedError`` naming the reason (the conformance
-  harness records it as unsupported by upstream).
+  explicit or negative pads) raises ``NotImplementedError`` naming the reason. The subset is
+  declared (:meth:`NgclearnBackend.unsupported`): the conformance harness reports a case as
+  unsupported only outside it.
 - **dK shape correction.** Upstream's ``calc_dK_deconv`` trims the input by a ``delta_shape``
   that the synapse infers once at construction (``_init``: a ``_calc_dK_deconv`` with the
   default ``"SAME"`` padding on zeros); the adapter infers it the same way (shapes only).
@@ -81,6 +82,18 @@ class NgclearnBackend:
         from convstdp.fast._jax_common import device_names
 
         return device_names()
+
+    def unsupported(self, g: geometry.Geometry) -> str | None:
+        """The declared subset: why ``g`` lies outside what upstream supports, or ``None`` inside it.
+
+        The conformance harness reports a case as unsupported only when this says so; inside the
+        subset every operator must run and agree.
+        """
+        try:
+            upstream_padding(g.kernel_size, g.stride, g.pads, g.in_size)
+        except NotImplementedError as err:
+            return str(err)
+        return None
 
     def _cast(self, names: Sequence[str], arrays: Sequence[Any]) -> list[Any]:
         from convstdp.fast._jax_common import result_dtype
