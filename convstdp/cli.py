@@ -32,20 +32,24 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def backends_rows() -> list[list[str]]:
-    """``[name, status, version, devices]`` for every registered backend."""
+    """``[name, status, version, devices]`` for every registered backend; a backend whose own code
+    fails to load shows ``error: ...`` (a bug), one whose library is missing ``unavailable: ...``."""
     rows = []
     for name, status in _backends.available_backends().items():
         if status == "ok":
             be = _backends.get_backend(name)
             rows.append([name, "ok", be.version, ", ".join(be.devices())])
+        elif status.startswith("error"):
+            rows.append([name, status, "", ""])
         else:
             rows.append([name, f"unavailable: {status}", "", ""])
     return rows
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    print(format_table(["backend", "status", "version", "devices"], backends_rows()))
-    return 0
+    rows = backends_rows()
+    print(format_table(["backend", "status", "version", "devices"], rows))
+    return 1 if any(r[1].startswith("error") for r in rows) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", help="list backends: name, status or reason, version, devices")
     p.set_defaults(func=_cmd_backends)
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue  # not built yet in this checkout
+        module = importlib.import_module(module_name)  # an ImportError here is a bug: let it show
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.configure(p)
         p.set_defaults(func=module.main)

@@ -189,7 +189,8 @@ def test_verify_catches_a_flipped_kernel() -> None:
     wrong = _backends.Backend("flipped", _Flipped())
     w = workloads.select(["deconv2d/base"])[0]
     c = verify.check(wrong, w)
-    assert not c.ok and c.worst > 1 and "output 0" in c.detail
+    assert not c.ok and c.worst > 1 and "y: mismatched elements" in c.detail
+    assert c.case == verify.case_of(w).name and f"m{w.size}x{w.size}" in c.case  # full size, not shrunk
     assert verify.check(get_backend("reference"), w).ok
 
 

@@ -115,7 +115,7 @@ def run(
 ) -> dict[str, Any]:
     """Verify, probe and time; returns the report dict (``report.json``'s schema)."""
     t_start = time.perf_counter()
-    checks: dict[str, dict[tuple, verify.Check]] = {}
+    checks: dict[str, dict[str, verify.Check]] = {}
     for r in runners:
         if r.available and r.name != "reference":
             if on_step:
@@ -168,7 +168,7 @@ def run(
     }
 
 
-def _failed(checks: dict[str, dict[tuple, verify.Check]], r: Runner, w: Workload) -> bool:
+def _failed(checks: dict[str, dict[str, verify.Check]], r: Runner, w: Workload) -> bool:
     c = verify.lookup(checks.get(r.name, {}), w)
     return c is not None and not c.ok
 
