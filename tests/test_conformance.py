@@ -250,9 +250,14 @@ def test_self_test_catches_every_broken_backend_and_control_passes() -> None:
     rows, control = broken.self_test(cases.quick_grid())
     missed = [r.bug for r in rows if not r.caught]
     assert not missed, missed
-    assert len(rows) == 14 and not control.failed
+    assert len(rows) == len(broken.BUGS) >= 22 and not control.failed
     checks_by_bug = {r.bug: r.check for r in rows}
     assert checks_by_bug["float64-out"] == "dtype" and checks_by_bug["inputs-modified"] == "inputs modified"
+    assert checks_by_bug["kernel-saturates"] == "adjoint"  # the adjoint's own inputs catch what values cannot
+    assert checks_by_bug["declares-nothing"] == "grid" and checks_by_bug["not-implemented"] == "raised"
+    first = {r.bug: r.case for r in rows}
+    for bug in ("large-batch", "wide-channels", "large-path"):  # wrong only at scale: the large tier
+        assert parse_case(first[bug]).tier == "large", (bug, first[bug])
 
 
 @pytest.mark.parametrize("bug", ["bf16-inputs", "one-element", "lost-update", "kernel-flipped"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -170,16 +171,20 @@ def test_self_test_cli_catches_all(capsys: pytest.CaptureFixture[str], tmp_path)
     js = tmp_path / "s.json"
     assert main(["conformance", "--self-test", "--backend", "reference", "-q", "--json", str(js)]) == 0
     out = capsys.readouterr().out
-    assert "caught 14/14" in out
+    n = len(broken.BUGS)
+    assert f"caught {n}/{n}" in out
     st = json.loads(js.read_text())["self_test"]
-    assert st["caught"] == st["total"] == 14 and st["control_passed"] and st["ok"]
+    assert st["caught"] == st["total"] == n and st["control_passed"] and st["ok"]
+    tiers = {r["bug"]: r["tiers"] for r in st["rows"]}
+    assert set(tiers["uniform-1e-4"]) == {"small", "large"} and min(tiers["bf16-inputs"].values()) >= 10
 
 
 def test_self_test_exits_1_when_a_bug_slips_through(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     harmless = broken.Bug("harmless", "a 'bug' that changes nothing", broken.ReferenceWrapper)
+    n = len(broken.BUGS)
     monkeypatch.setattr(broken, "BUGS", (*broken.BUGS, harmless))
     assert main(["conformance", "--self-test", "--backend", "reference", "-q"]) == 1
-    assert "caught 14/15" in capsys.readouterr().out
+    assert f"caught {n}/{n + 1}" in capsys.readouterr().out
 
 
 def test_random_grid_cli(capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,3 +259,75 @@ def test_isolate_records_a_hard_crash_and_goes_on(tmp_path, monkeypatch) -> None
     assert by_case[CASE] == {"crash"}
     crash = next(r for r in res if r["status"] == "crash")
     assert "signal" in crash["error"]
+
+
+class _TwoPaths(broken.ReferenceWrapper):
+    """Declares two deconv2d paths; the second only above a size no quick case reaches."""
+
+    paths = frozenset({"deconv2d/small", "deconv2d/huge"})
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        from convstdp import paths
+
+        paths.note("deconv2d/huge" if x.size > 10**8 else "deconv2d/small")
+        return super().deconv2d(x, kernel, stride=stride, padding=padding)
+
+
+class _UndeclaredPath(broken.ReferenceWrapper):
+    paths = frozenset({"deconv2d/one"})
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        from convstdp import paths
+
+        paths.note("deconv2d/other")
+        return super().deconv2d(x, kernel, stride=stride, padding=padding)
+
+
+def test_a_declared_path_no_case_exercised_fails_the_grid(capsys: pytest.CaptureFixture[str]) -> None:
+    convstdp.register_backend("conf-test-two-paths", _TwoPaths, default=False)
+    assert main(["conformance", "--backend", "conf-test-two-paths", "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "the grid exercised no case on path(s) deconv2d/huge" in out
+    assert re.search(r"conf-test-two-paths +deconv2d/huge +0 +NOT EXERCISED", out)
+    assert re.search(r"conf-test-two-paths +deconv2d/small +40\b", out)
+    # a single case is no grid: coverage is reported, not enforced
+    assert main(["conformance", "--backend", "conf-test-two-paths", "--case", CASE, "-q"]) == 0
+
+
+def test_a_path_noted_but_not_declared_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    convstdp.register_backend("conf-test-undeclared", _UndeclaredPath, default=False)
+    assert main(["conformance", "--backend", "conf-test-undeclared", "--case", CASE, "-q"]) == 1
+    assert "noted path(s) it does not declare: deconv2d/other" in capsys.readouterr().out
+
+
+def test_precision_comes_from_the_registry_or_the_user_never_the_backend(capsys) -> None:
+    class Bf16(broken.Bfloat16Inputs):
+        precision = "highest"  # what the object says does not matter either way
+
+    convstdp.register_backend("conf-test-bf16", Bf16, default=False, precision="bf16")
+    convstdp.register_backend("conf-test-bf16-unregistered", Bf16, default=False)
+    assert main(["conformance", "--backend", "conf-test-bf16", "--case", CASE, "-q"]) == 0
+    assert "checked at bf16 (registry)" in capsys.readouterr().out
+    assert main(["conformance", "--backend", "conf-test-bf16-unregistered", "--case", CASE, "-q"]) == 1
+    capsys.readouterr()
+    args = ["conformance", "--backend", "conf-test-bf16-unregistered", "--case", CASE, "--precision", "bf16", "-q"]
+    assert main(args) == 0
+    assert "checked at bf16 (user (--precision))" in capsys.readouterr().out
+    # a backend declaring itself imprecise is still held to float32
+    assert main(["conformance", "--backend", "convstdp.conformance.broken:zeros_imprecise", "--case", CASE, "-q"]) == 1
+
+
+def test_a_backend_broken_by_our_own_import_fails_the_run(tmp_path, monkeypatch, capsys) -> None:
+    pkg = tmp_path / "convstdp_test_broken_import.py"
+    pkg.write_text("import convstdp.fast._does_not_exist  # noqa\n\ndef factory():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    convstdp.register_backend("conf-test-broken-import", "convstdp_test_broken_import:factory")
+    try:
+        assert main(["conformance", "--case", CASE, "-q", "--operator", "deconv2d"]) == 1
+        captured = capsys.readouterr()
+        assert "convstdp.fast._does_not_exist" in captured.out + captured.err
+        assert main(["backends"]) == 1
+        assert "error" in capsys.readouterr().out
+    finally:
+        convstdp.backends._registry.pop("conf-test-broken-import", None)
+        convstdp.backends._failures.pop("conf-test-broken-import", None)
