@@ -7,6 +7,7 @@ its back-transmitted input ``deconv2d_dx`` and the trace-STDP weight update ``st
 
 from convstdp.backends import (
     Backend,
+    BackendError,
     BackendUnavailable,
     available_backends,
     get_backend,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "BackendError",
     "BackendUnavailable",
     "available_backends",
     "get_backend",

@@ -13,7 +13,10 @@ dtype itself and never modify its inputs: the wrapper does not paper over either
 conformance harness is there to notice.
 
 Factories are callables (or ``"package.module:factory"`` strings, imported lazily) that return an
-implementation or raise :class:`BackendUnavailable` / ``ImportError`` with the reason.
+implementation or raise :class:`BackendUnavailable` / ``ImportError`` with the reason. An
+``ImportError`` means "unavailable" only when a library outside convstdp is missing; one for a
+module of convstdp itself (or one that names no module and is raised from convstdp's code) is a
+bug, raised as :class:`BackendError` (SPEC §7).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ __all__ = [
     "BackendImpl",
     "Backend",
     "BackendUnavailable",
+    "BackendError",
     "available_backends",
     "get_backend",
     "register_backend",
     "registered_backends",
     "default_backends",
+    "checked_precision",
     "ENV_VAR",
 ]
 
@@ -46,6 +51,11 @@ ENV_VAR = "CONVSTDP_BACKEND"
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot be used here; the message says why (missing library, no device...)."""
+
+
+class BackendError(RuntimeError):
+    """A backend failed to load because of a bug in convstdp (e.g. an ImportError from its own
+    modules), not because something is missing on this machine."""
 
 
 @runtime_checkable
@@ -82,11 +92,29 @@ class BackendImpl(Protocol):
     ) -> tuple[Any, Any]: ...
 
 
-def _array(v: Any) -> Any:
-    """Arrays (NumPy, JAX, anything with shape and dtype) pass through; lists become ndarrays."""
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
+def _array(name: str, v: Any) -> Any:
+    """Arrays (NumPy, JAX, anything with shape and dtype) pass through; lists become ndarrays.
+
+    A ragged or otherwise unconvertible value is a ``ValueError`` naming the argument (dtypes are
+    judged later, by the shared checks)."""
+    if type(v) is np.ndarray or (hasattr(v, "shape") and hasattr(v, "dtype")):
         return v
-    return np.asarray(v)
+    try:
+        return np.asarray(v)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{name} must be an array or a regular nested list of numbers, got {type(v).__name__}: {err}"
+        ) from None
+
+
+def _stdp_arrays(kernel: Any, pre_spike: Any, pre_trace: Any, post_spike: Any, post_trace: Any) -> list[Any]:
+    return [
+        _array("kernel", kernel),
+        _array("pre_spike", pre_spike),
+        _array("pre_trace", pre_trace),
+        _array("post_spike", post_spike),
+        _array("post_trace", post_trace),
+    ]
 
 
 class Backend:
@@ -120,7 +148,7 @@ class Backend:
 
     def deconv2d(self, x: Any, kernel: Any, *, stride: StrideLike = 1, padding: PaddingLike = "SAME") -> Any:
         """x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)`` → y ``(N,Ho,Wo,Co)`` (SPEC §3)."""
-        x, kernel = _array(x), _array(kernel)
+        x, kernel = _array("x", x), _array("kernel", kernel)
         g = geometry.check_deconv2d(x, kernel, stride, padding)
         return self.impl.deconv2d(x, kernel, stride=g.stride, padding=g.pads)
 
@@ -128,7 +156,7 @@ class Backend:
         self, x: Any, d_out: Any, *, kernel_size: StrideLike, stride: StrideLike = 1, padding: PaddingLike = "SAME"
     ) -> Any:
         """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)`` (SPEC §3)."""
-        x, d_out = _array(x), _array(d_out)
+        x, d_out = _array("x", x), _array("d_out", d_out)
         g = geometry.check_deconv2d_dk(x, d_out, kernel_size, stride, padding)
         return self.impl.deconv2d_dk(x, d_out, kernel_size=g.kernel_size, stride=g.stride, padding=g.pads)
 
@@ -142,7 +170,7 @@ class Backend:
         input_shape: Sequence[int] | None = None,
     ) -> Any:
         """kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → dX ``(N,H,W,Ci)`` (SPEC §3)."""
-        kernel, d_out = _array(kernel), _array(d_out)
+        kernel, d_out = _array("kernel", kernel), _array("d_out", d_out)
         g = geometry.check_deconv2d_dx(kernel, d_out, stride, padding, input_shape)
         return self.impl.deconv2d_dx(kernel, d_out, stride=g.stride, padding=g.pads, input_shape=g.x_shape)
 
@@ -164,7 +192,7 @@ class Backend:
         w_bound: float = 0.0,
     ) -> tuple[Any, Any]:
         """Trace-STDP step → ``(W', dW)``, both ``(kh,kw,Ci,Co)``; ``pre_*`` x-shaped, ``post_*`` y-shaped."""
-        arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
+        arrays = _stdp_arrays(kernel, pre_spike, pre_trace, post_spike, post_trace)
         g = geometry.check_stdp_update(*arrays, stride, padding)
         scalars = geometry.check_stdp_scalars(
             A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
@@ -196,8 +224,8 @@ class Backend:
         filters). An implementation may provide a fused ``stdp_step`` with the normalised
         arguments; otherwise the three operators are composed.
         """
-        arrays = [_array(v) for v in (kernel, pre_spike, pre_trace, post_spike, post_trace)]
-        x = _array(x)
+        arrays = _stdp_arrays(kernel, pre_spike, pre_trace, post_spike, post_trace)
+        x = _array("x", x)
         g = geometry.check_stdp_step(arrays[0], x, *arrays[1:], stride, padding)
         params = dict(
             stride=g.stride,
@@ -261,16 +289,20 @@ _BUILTIN: dict[str, str] = {
 }
 _registry: dict[str, Factory | str] = dict(_BUILTIN)
 _opt_in: set[str] = set()  # registered, but not part of "every available backend" runs
+_precision: dict[str, str] = {}  # registered name -> the precision it is checked at (default "highest")
 _instances: dict[str, Backend] = {}
-_failures: dict[str, str] = {}
+_failures: dict[str, str] = {}  # name -> why it is unavailable
+_errors: dict[str, str] = {}  # name -> the convstdp bug that stopped it from loading
 _lock = threading.RLock()
 
 
-def register_backend(name: str, factory: Factory | str, *, default: bool = True) -> None:
+def register_backend(name: str, factory: Factory | str, *, default: bool = True, precision: str = "highest") -> None:
     """Register ``factory`` (a callable returning an implementation, or ``"pkg.mod:factory"``) as ``name``.
 
     ``default=False`` marks an opt-in backend (a reduced-precision mode, say): listed and
-    selectable by name, but left out of :func:`default_backends`.
+    selectable by name, but left out of :func:`default_backends`. ``precision`` is what the
+    conformance harness checks it at (a row of its tolerance table: ``"highest"``, ``"tf32"``,
+    ``"bf16"``...): the registry says it, never the object under test (SPEC §4).
     """
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"backend name must be a non-empty string without ':', got {name!r}")
@@ -282,8 +314,15 @@ def register_backend(name: str, factory: Factory | str, *, default: bool = True)
             _opt_in.discard(name)
         else:
             _opt_in.add(name)
+        _precision[name] = str(precision).lower()
         _instances.pop(name, None)
         _failures.pop(name, None)
+        _errors.pop(name, None)
+
+
+def checked_precision(name: str) -> str:
+    """The precision the backend registered as ``name`` is checked at (``"highest"`` unless registered otherwise)."""
+    return _precision.get(name, "highest")
 
 
 def default_backends() -> list[str]:
@@ -310,6 +349,21 @@ def _load_factory(spec: str) -> Factory:
     return factory
 
 
+def _ours(module: str | None) -> bool:
+    return module is not None and module.partition(".")[0] == "convstdp"
+
+
+def _import_bug(err: ImportError) -> bool:
+    """An ImportError that is convstdp's own bug: the missing module is one of convstdp's, or no
+    module is named and the error was raised in convstdp's code (or where, cannot be told)."""
+    if err.name is not None:
+        return _ours(err.name)
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or _ours(tb.tb_frame.f_globals.get("__name__"))
+
+
 def _build(name: str, factory: Factory | str) -> Backend:
     try:
         fn = _load_factory(factory) if isinstance(factory, str) else factory
@@ -317,6 +371,9 @@ def _build(name: str, factory: Factory | str) -> Backend:
     except BackendUnavailable:
         raise
     except ImportError as err:
+        if _import_bug(err):
+            where = str(err) or f"No module named {err.name!r}"
+            raise BackendError(f"ImportError: {where} (a bug in convstdp, not a missing library)") from err
         raise BackendUnavailable(f"{err.name or 'a required library'} is not installed ({err})") from err
     return Backend(name, impl)
 
@@ -325,34 +382,51 @@ def get_backend(name: str | None = None) -> Backend:
     """The backend called ``name``; without one, ``$CONVSTDP_BACKEND``, else ``"reference"``.
 
     ``name`` is a registered name or ``"package.module:factory"``. Raises
-    :class:`BackendUnavailable` (with the reason) or ``ValueError`` for an unknown name.
+    :class:`BackendUnavailable` (with the reason), :class:`BackendError` when loading it hits a
+    bug in convstdp, ``ValueError`` for an unknown name and ``TypeError`` for a non-string one.
     """
+    source = ""
     if name is None:
-        name = os.environ.get(ENV_VAR) or "reference"
+        env = os.environ.get(ENV_VAR)
+        name, source = (env, f" (from the environment variable {ENV_VAR})") if env else ("reference", "")
+    elif not isinstance(name, str):
+        raise TypeError(
+            f"name must be a backend name (str) or 'package.module:factory', got {name!r} of type {type(name).__name__}"
+        )
     with _lock:
         if name in _instances:
             return _instances[name]
+        if name in _errors:
+            raise BackendError(f"backend {name!r}{source} failed to load: {_errors[name]}")
         if name in _failures:
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {_failures[name]}")
+            raise BackendUnavailable(f"backend {name!r}{source} is unavailable: {_failures[name]}")
         if name in _registry:
             factory: Factory | str = _registry[name]
         elif ":" in name:
             factory = name
         else:
             raise ValueError(
-                f"unknown backend {name!r}; registered: {', '.join(_registry)} (or give 'package.module:factory')"
+                f"unknown backend {name!r}{source}; registered: {', '.join(_registry)} "
+                "(or give 'package.module:factory')"
             )
         try:
             backend = _build(name, factory)
         except BackendUnavailable as err:
             _failures[name] = str(err)
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {err}") from err
+            raise BackendUnavailable(f"backend {name!r}{source} is unavailable: {err}") from err
+        except BackendError as err:
+            _errors[name] = str(err)
+            raise BackendError(f"backend {name!r}{source} failed to load: {err}") from err
         _instances[name] = backend
         return backend
 
 
 def available_backends() -> dict[str, str]:
-    """``{name: "ok" | reason it is unavailable}`` for every registered backend."""
+    """``{name: "ok" | reason it is unavailable | "error: ..."}`` for every registered backend.
+
+    ``"error: "`` starts the status of a backend that failed to load because of a bug in
+    convstdp (:class:`BackendError`), as opposed to something missing on this machine.
+    """
     status = {}
     for name in list(_registry):
         try:
@@ -360,11 +434,13 @@ def available_backends() -> dict[str, str]:
             status[name] = "ok"
         except BackendUnavailable:
             status[name] = _failures.get(name, "unavailable")
+        except BackendError:
+            status[name] = f"error: {_errors.get(name, 'failed to load')}"
         except Exception as err:  # a broken factory is reported, not fatal to the listing
             status[name] = f"failed to load: {type(err).__name__}: {err}"
     return status
 
 
 # Reduced-precision JAX modes (SPEC §4): selectable by name, never run unless asked for.
-register_backend("jax-tf32", "convstdp.fast.jax:create_tf32_backend", default=False)
-register_backend("jax-bf16", "convstdp.fast.jax:create_bf16_backend", default=False)
+register_backend("jax-tf32", "convstdp.fast.jax:create_tf32_backend", default=False, precision="tf32")
+register_backend("jax-bf16", "convstdp.fast.jax:create_bf16_backend", default=False, precision="bf16")

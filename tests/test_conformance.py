@@ -92,7 +92,7 @@ def test_policy_table_and_declared_precision() -> None:
         tolerance.policy_for(np.float32, "fp8")
 
 
-def test_bound_is_sqrt_terms_times_magnitude_by_hand() -> None:
+def test_bound_follows_the_partial_sums_by_hand() -> None:
     # stride 1, SAME, k=2: pads (1, 0); y[p] sums x[h]K[a] over p = h + 1 - a.
     c = parse_case("s1-same-k2x2-m2x2-c1to1-n1-f64-basic-bool")
     inputs = cases.make_inputs(c, 0)
@@ -104,11 +104,11 @@ def test_bound_is_sqrt_terms_times_magnitude_by_hand() -> None:
     assert e.value[0, 0, 0, 0] == pytest.approx(1.0 * 0.25)
     terms = [x[0, h, w, 0] * k[a, b, 0, 0] for h, a in ((0, 0), (1, 1)) for w, b in ((0, 0), (1, 1))]
     assert e.value[0, 1, 1, 0] == pytest.approx(sum(terms))
-    assert e.scale[0, 0, 0, 0] == pytest.approx((math.sqrt(1) + 1) * 0.25)
-    assert e.scale[0, 1, 1, 0] == pytest.approx((math.sqrt(4) + 1) * sum(abs(t) for t in terms))
+    s, r = sum(terms), math.sqrt(sum(t * t for t in terms))
+    assert e.scale[0, 0, 0, 0] == pytest.approx(math.sqrt(0.25**2 / 3 + 2 * 0.25**2) + 2 * 0.25)
+    assert e.scale[0, 1, 1, 0] == pytest.approx(math.sqrt(4 * (s * s / 3 + 2 * r * r)) + r + abs(s))
     p = tolerance.policy_for(np.float32)
-    # |terms| = 0.5 + 3 + 7.5 + 1 = 12
-    assert tolerance.bound(e.scale, p)[0, 1, 1, 0] == pytest.approx(4 * 2.0**-24 * 3 * 12.0 + p.tiny)
+    assert tolerance.bound(e.scale, p)[0, 1, 1, 0] == pytest.approx(4 * 2.0**-24 * e.scale[0, 1, 1, 0] + p.tiny)
 
 
 def test_compare_reports_worst_element_and_counts() -> None:

@@ -210,3 +210,41 @@ def test_memoised_checks_key_on_shapes_dtypes_and_parameters():
     assert geo.y_shape == (2, 4, 4, 5)
     with pytest.raises(ValueError, match=r"x has shape \(1, 4, 4, 3\) but pre_spike has \(2, 4, 4, 3\)"):
         g.check_stdp_step(K, X[:1], X, X, np.zeros((2, 4, 4, 5)), np.zeros((2, 4, 4, 5)), 1, "SAME")
+
+
+def test_parameters_normalise_to_exact_python_ints():
+    """Integers of any kind (and integer arrays) become Python ints; bools and floats never pass."""
+    assert g.normalize_stride(np.int64(2)) == (2, 2) and type(g.normalize_stride(np.int64(2))[0]) is int
+    assert g.normalize_stride(np.array([2, 1])) == (2, 1)
+    assert g.normalize_kernel_size([np.uint8(3), 2]) == (3, 2)
+    assert g.normalize_padding("valid") == "VALID"
+    assert g.normalize_padding(np.array([[1, -1], [0, 2]])) == ((1, -1), (0, 2))
+    assert g.normalize_padding([[np.int32(1), 0], (0, 1)]) == ((1, 0), (0, 1))
+    assert g.normalize_input_shape(np.array([1, 4, 4, 2])) == (1, 4, 4, 2)
+    assert g.normalize_input_shape(None) is None
+    for bad in (True, 2.0, np.float64(2), (2.0, 1), np.array([2.0, 1.0]), (True, 1), "2", None, np.array(2)):
+        with pytest.raises(TypeError, match="stride"):
+            g.normalize_stride(bad)
+    for bad in (((1.0, 0), (0, 0)), ((True, 0), (0, 0)), np.array([[1.0, 0], [0, 0]]), b"SAME", ((1,), (2,))):
+        with pytest.raises(ValueError, match="padding"):
+            g.normalize_padding(bad)
+    for bad in ("54", 5, "abcd", (1, None, 4, 1), (1, 5.9, 4.2, 1), np.array([1.0, 4, 4, 1]), (True, 4, 4, 1)):
+        with pytest.raises(TypeError, match="input_shape"):
+            g.normalize_input_shape(bad)
+
+
+def test_size_guard_names_the_cause():
+    x = np.zeros((1, 10, 10, 1))
+    k = np.zeros((3, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"^stride \(1000000000, 1000000000\) is too large: the output y"):
+        g.check_deconv2d(x, k, 10**9, "SAME")
+    with pytest.raises(ValueError, match=r"^padding \(\(~2\*\*62, 0\), \(0, 0\)\) is too large"):
+        g.check_deconv2d(x, k, 1, ((2**62, 0), (0, 0)))
+    with pytest.raises(ValueError, match=r"^padding .* the stride-dilated, padded input map"):
+        g.check_deconv2d(x, k, 1, ((2**40, -(2**40)), (0, 0)))
+    with pytest.raises(ValueError, match=r"^kernel_size \(~2\*\*60, ~2\*\*60\) is too large: the kernel gradient"):
+        g.check_deconv2d_dk(x, np.zeros((1, 10, 10, 1)), 2**60, 1, "SAME")
+    with pytest.raises(ValueError, match=r"^padding .* the input gradient dX"):
+        g.check_deconv2d_dx(k, np.zeros((1, 10, 10, 1)), 1, ((-(2**50), 0), (0, 0)))
+    with pytest.raises(ValueError, match=r"^stride \(~2\*\*1328, ~2\*\*1328\) is too large"):  # no int-to-str limit
+        g.check_deconv2d(x, k, 10**400, "SAME")

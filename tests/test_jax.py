@@ -482,8 +482,23 @@ def test_jax_missing_is_reported(monkeypatch):
     """Without jax, the factory's ImportError becomes BackendUnavailable with the reason."""
     import convstdp.backends as backends
 
+    monkeypatch.setitem(sys.modules, "jax", None)  # `import jax` now raises ImportError(name="jax")
+    monkeypatch.delitem(sys.modules, "convstdp.fast.jax")
+    monkeypatch.setattr(backends, "_instances", {})
+    monkeypatch.setattr(backends, "_failures", {})
+    monkeypatch.setattr(backends, "_errors", {})
+    with pytest.raises(BackendUnavailable, match="jax is not installed"):
+        backends.get_backend("jax")
+
+
+def test_our_own_module_missing_is_a_bug_not_unavailable(monkeypatch):
+    """convstdp's own module failing to import is BackendError, never "not installed" (SPEC §7)."""
+    import convstdp.backends as backends
+
     monkeypatch.setitem(sys.modules, "convstdp.fast.jax", None)
     monkeypatch.setattr(backends, "_instances", {})
     monkeypatch.setattr(backends, "_failures", {})
-    with pytest.raises(BackendUnavailable, match="jax"):
+    monkeypatch.setattr(backends, "_errors", {})
+    with pytest.raises(backends.BackendError, match=r"convstdp\.fast\.jax.*a bug in convstdp"):
         backends.get_backend("jax")
+    assert backends.available_backends()["jax"].startswith("error: ImportError")

@@ -1,9 +1,11 @@
 """The ``"numba"`` backend against the NumPy reference (float64 oracle), plus its own promises:
-thread-count independence, bool/int spikes, N = 0, untouched inputs, NaN/Inf, shared errors."""
+thread-count independence (on the parallel drivers), every declared internal path reachable, bool/int
+spikes, N = 0, untouched inputs, NaN/Inf, shared errors. The disk cache across processes: test_numba_cache."""
 
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -11,8 +13,10 @@ import pytest
 numba = pytest.importorskip("numba", reason="numba is not installed: the numba backend is unavailable")
 
 import convstdp  # noqa: E402
+import convstdp.paths  # noqa: E402
 from convstdp import geometry  # noqa: E402
 from convstdp import reference as ref  # noqa: E402
+from convstdp.fast import numba as numba_backend  # noqa: E402
 
 BE = convstdp.get_backend("numba")
 
@@ -201,34 +205,53 @@ def test_bool_and_int_spikes_are_cast_to_the_result_dtype():
     np.testing.assert_array_equal(dw2, want_dw)
 
 
+@contextmanager
+def _threads(count):
+    """Numba runs ``count`` threads inside the block."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(count)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+needs_threads = pytest.mark.skipif(MAX_THREADS < 2, reason="Numba has one thread here: no parallel path")
+
+
+@needs_threads
 def test_results_do_not_depend_on_the_thread_count():
-    """float64, a problem big enough for the parallel path: 1 thread and all threads agree bit for bit."""
+    """float64, a problem over the serial threshold with awkward sizes (17 and 19 channels, odd maps,
+    stride (2, 1)): all threads (the parallel drivers) and 1 thread (the serial ones) agree bit for bit."""
     rng = np.random.default_rng(7)
-    n, h, w, ci, co, kh, kw, stride, padding = 6, 12, 10, 8, 6, 5, 4, (2, 1), "SAME"
+    n, h, w, ci, co, kh, kw, stride, padding = 5, 29, 28, 17, 19, 3, 4, (2, 1), "SAME"
     k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, n, h, w, ci, co, kh, kw, stride, padding, np.float64)
     x = _rand(rng, pre_s.shape, np.float64)
     kw_ = dict(stride=stride, padding=padding)
 
     def run():
-        return [
-            BE.deconv2d(x, k, **kw_),
-            BE.deconv2d_dx(k, post_t, **kw_),
-            BE.deconv2d_dk(x, post_t, kernel_size=(kh, kw), **kw_),
-            *BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
-            *BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
-        ]
+        with convstdp.paths.recording() as taken:
+            out = [
+                BE.deconv2d(x, k, **kw_),
+                BE.deconv2d_dx(k, post_t, **kw_),
+                BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_),  # driven by x
+                BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_),  # driven by d_out
+                *BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
+                *BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
+                *BE.stdp_step(k, x, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
+            ]
+        return out, taken
 
-    threads = numba.config.NUMBA_NUM_THREADS
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(threads)
-        many = run()
-        numba.set_num_threads(1)
-        one = run()
-    finally:
-        numba.set_num_threads(before)
+    with _threads(MAX_THREADS):
+        many, taken_many = run()
+    with _threads(1):
+        one, taken_one = run()
+    assert len(taken_many) == 7 and all(p.endswith("/parallel") for p in taken_many), taken_many
+    assert {p.split("/")[1] for p in taken_many if p.startswith("deconv2d_dk/")} == {"by-x", "by-d"}, taken_many
+    assert [p.replace("/parallel", "/serial") for p in taken_many] == taken_one
     for i, (a, b) in enumerate(zip(many, one, strict=True)):
-        assert np.array_equal(a, b), f"result {i} differs between {threads} threads and 1"
+        assert np.array_equal(a, b), f"result {i} differs between {MAX_THREADS} threads and 1"
 
     # the serial and parallel drivers share bodies and chunking: same bits, whatever the size switch says
     from convstdp.fast import _numba_kernels as kern
@@ -273,6 +296,36 @@ def test_results_do_not_depend_on_the_thread_count():
         for a, b in zip(results[0], other, strict=True):
             assert not np.isnan(a).any()
             assert np.array_equal(a, b)
+
+
+def test_every_declared_path_is_reachable():
+    """A small and an over-threshold problem, each through every operator (both dK drives, the fused
+    step with and without ``x is pre_spike``, the composed mixed-dtype step), take every declared path."""
+    rng = np.random.default_rng(8)
+    stride, padding = (2, 1), "SAME"
+    kw_ = dict(stride=stride, padding=padding)
+    taken = []
+    for n, h, w, ci, co, kh, kw in ((2, 5, 6, 3, 4, 3, 2), (4, 28, 28, 17, 19, 3, 3)):
+        k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, n, h, w, ci, co, kh, kw, stride, padding, np.float32)
+        x = _rand(rng, pre_s.shape, np.float32)
+        big = n * h * w * ci * co * kh * kw >= numba_backend.SERIAL_BELOW
+        with _threads(MAX_THREADS), convstdp.paths.recording() as rec:
+            BE.deconv2d(x, k, **kw_)
+            BE.deconv2d_dx(k, post_s, **kw_)
+            BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_)  # sparse x: driven by x
+            BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_)  # sparse d_out: driven by d_out
+            BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
+            BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
+            BE.stdp_step(k, x, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
+            BE.stdp_step(k, x.astype(np.float64), pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)  # composed
+        kind = "parallel" if big and MAX_THREADS > 1 else "serial"
+        assert all(p == "stdp_step/composed" or p.endswith("/" + kind) for p in rec), rec
+        taken += rec
+    declared = convstdp.paths.declared(BE.impl)
+    assert {p.split("/")[0] for p in declared} == {"deconv2d", "deconv2d_dx", "deconv2d_dk", "stdp_update", "stdp_step"}
+    assert set(taken) <= declared, f"noted but not declared: {sorted(set(taken) - declared)}"
+    assert set(taken) == declared, f"declared but never taken: {sorted(declared - set(taken))}"
+    assert any(p.endswith("/parallel") for p in declared) == (MAX_THREADS > 1)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.3, 1.0])

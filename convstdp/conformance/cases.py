@@ -366,18 +366,21 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
     the ``clip`` sets clip on both sides); ``d_out (N,Ho,Wo,Co)`` ~ N(-0.2, 1); spikes binary at
     the case's density (bool or float per the case); traces positive, U(0, 1).
 
-    ``inputs="sim"`` (SPEC §8, what a simulation feeds a step): ``x``, ``d_out`` and the spikes 0/1
-    at the case's density; ``kernel`` ~ U(0.01, 0.51); traces dense and positive, U(0, 1).
+    ``inputs="sim"`` (SPEC §8, what a simulation feeds a step): spikes 0/1 at the case's density, ``x``
+    the very ``pre_spike`` array (as the seed passes it); ``d_out`` 0/1 at a third of the density;
+    ``kernel`` ~ U(0.01, 0.51); traces dense and positive, U(0, 1).
     """
     g = case.geometry()
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(case.name.encode())])
     xs, ks, ys = g.x_shape, g.kernel_shape, g.y_shape
     if case.inputs == "sim":
+        pre = _spikes(rng, xs, case.density, case)
         return {
-            "x": (rng.random(xs) < case.density).astype(_dtype(case, "x")),
+            "x": pre,  # the step's input is the presynaptic spike train itself, one array, as in the seed
             "kernel": (rng.random(ks) * 0.5 + 0.01).astype(_dtype(case, "kernel")),
-            "d_out": (rng.random(ys) < case.density).astype(_dtype(case, "d_out")),
-            "pre_spike": _spikes(rng, xs, case.density, case),
+            # postsynaptic activity, a third as dense: a decoder's output fires less than its input
+            "d_out": (rng.random(ys) < case.density / 3).astype(_dtype(case, "d_out")),
+            "pre_spike": pre,
             "pre_trace": rng.uniform(0.0, 1.0, xs).astype(_dtype(case, "pre_trace")),
             "post_spike": _spikes(rng, ys, case.density, case),
             "post_trace": rng.uniform(0.0, 1.0, ys).astype(_dtype(case, "post_trace")),
@@ -464,6 +467,8 @@ _CURATED = (
     # square maps and kernels, one stride, SAME/VALID: what upstream ngc-learn supports (parity)
     "s2-same-k3x3-m5x5-c2to3-n2-f32-all-bool",
     "s3-valid-k5x5-m12x12-c3to2-n3-f32-clip-float",
+    # what a simulation feeds a step, small: x is the pre_spike array, d_out sparser than x
+    "s2-same-k3x3-m6x6-c3to2-n2-f32-sim-float-d0.4-sim",
 )
 
 QUICK_SIZE = 40

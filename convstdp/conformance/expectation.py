@@ -50,8 +50,12 @@ class SumStats:
     rms: np.ndarray
     count: np.ndarray
 
-    def scale(self, extra_products: float = 1.0, extra_values: float = 1.0) -> np.ndarray:
-        """:func:`convstdp.conformance.tolerance.sum_scale` of these statistics."""
+    def scale(
+        self,
+        extra_products: float = tol.EXTRA_ROUNDINGS["sum_products"],
+        extra_values: float = tol.EXTRA_ROUNDINGS["sum_values"],
+    ) -> np.ndarray:
+        """:func:`convstdp.conformance.tolerance.sum_scale` of these statistics (the output's shape)."""
         return tol.sum_scale(self.value, self.rms, self.count, extra_products, extra_values)
 
 
@@ -61,7 +65,7 @@ def _f64(a: np.ndarray) -> np.ndarray:
 
 def _unit(a: np.ndarray) -> tuple[np.ndarray, float]:
     """``(a / max|a|, max|a|)`` (``max|a|`` taken as 1 for an all-zero array), so that squaring
-    cannot overflow or underflow for any finite input."""
+    cannot overflow for any finite input."""
     m = float(np.max(np.abs(a))) if a.size else 0.0
     m = m if m > 0 and np.isfinite(m) else 1.0
     return a / m, m
@@ -117,12 +121,17 @@ def expect(case: Case, inputs: Inputs) -> Expectation:
     ltp = sum_stats(dk, prt - tgt, a_plus * pos, np.ones(prt.shape, bool) if tgt != 0 else None)
     ltd = sum_stats(dk, prs, a_minus * pot)
     e = tol.EXTRA_ROUNDINGS
-    s_ltp = ltp.scale(e["ltp_products"], e["ltp_values"])
-    if tgt != 0:  # fl(pretrace_target) shifts every term by the same relative amount
-        s_ltp = s_ltp + abs(tgt * a_plus) * dk(np.ones_like(prt), abs(pos))
-    s_ltd = ltd.scale(e["ltd_products"], e["ltd_values"])
     dw = ltp.value - ltd.value
-    s_dw = s_ltp + s_ltd + abs(dw)
+    s_dw = (
+        tol.stacked_scale((ltp.value, ltp.rms, ltp.count), (-ltd.value, ltd.rms, ltd.count))
+        + e["ltp_products"] * ltp.rms
+        + e["ltp_values"] * abs(ltp.value)
+        + e["ltd_products"] * ltd.rms
+        + e["ltd_values"] * abs(ltd.value)
+        + abs(dw)
+    )
+    if tgt != 0:  # fl(pretrace_target) shifts every LTP term by the same relative amount
+        s_dw = s_dw + abs(tgt * a_plus) * dk(np.ones_like(prt), abs(pos))
     v = k + eta * dw
     if w_decay > 0:
         v = v - w_decay * k

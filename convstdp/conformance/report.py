@@ -207,7 +207,8 @@ def to_json(
         "seed": seed,
         "environment": environment(),
         "tolerance": {
-            "model": "bound = c * u * (sqrt(n_terms) + r) * ref(|inputs|) + tiny, per element; composed for STDP",
+            "model": "bound = c * u * scale + tiny per element, scale = sqrt(n (S^2/3 + 2 R^2)) + R + |S| "
+            "(n non-zero terms, S the reference value, R = sqrt(sum of squared terms)); composed for STDP",
             "policy": {k: p.to_dict() for k, p in tol.POLICY.items()},
             "extra_roundings": dict(tol.EXTRA_ROUNDINGS),
         },
@@ -325,11 +326,13 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
         "",
         "## Tolerance policy",
         "",
-        "Per element: `bound = c · u · (sqrt(n) + r) · ref(|inputs|) + tiny`, where `ref(|inputs|)` is the reference "
-        "on the absolute values of the inputs (the sum of |terms|), `n` the number of terms that element sums, `r` the "
-        "roundings outside the sum (1 for a plain operator, 3 for dW, 4 for W'). W' inherits `|eta|·bound(dW)`; the "
-        "step's dX inherits `dX(bound(W'), |post_spike|)`. No global atol. A result passes when every element's "
-        "error/bound ≤ 1; the tables show the worst ratio.",
+        "Per element: `bound = c · u · scale + tiny`, `scale = sqrt(n·(S²/3 + 2R²)) + R + |S|`, where `n` counts "
+        "the element's non-zero terms (adding an exact zero is exact), `S` is the reference value and `R` the root "
+        "of the sum of its squared terms: the partial sums of a sequential float32 sum, the worst order a correct "
+        "implementation uses, with room for the heavy tails of cancelling sums. dW covers LTP and LTD summed "
+        "apart or stacked; W' inherits `|eta|·scale(dW)`; the step's dX inherits `dX(scale(W'), |post_spike|)`. "
+        "No global atol. A result passes when every element's error/bound ≤ 1; the tables show the worst ratio. "
+        "Derivation and measurements: `convstdp/conformance/tolerance.py`.",
         "",
         _md_table(["mode", "u (unit roundoff)", "c (safety)", "tiny", "note"], pol_rows),
         "",

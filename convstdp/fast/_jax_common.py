@@ -21,12 +21,30 @@ X64_HELP = (
 
 def result_dtype(names: Sequence[str], arrays: Sequence[Any]) -> str:
     """SPEC §4 result dtype of ``arrays`` as a name; ``TypeError`` for float64 while x64 is off
-    (never a silent downcast)."""
-    name = _result_dtype(tuple(np.dtype(a.dtype) for a in arrays), bool(jax.config.jax_enable_x64))
+    (never a silent downcast), naming the arguments that make it float64."""
+    dtypes = tuple(np.dtype(a.dtype) for a in arrays)
+    name = _result_dtype(dtypes, bool(jax.config.jax_enable_x64))
     if name is None:
-        wide = [n for n, a in zip(names, arrays, strict=True) if np.dtype(a.dtype) == np.float64]
-        raise TypeError(f"{', '.join(wide)} {'is' if len(wide) == 1 else 'are'} float64; {X64_HELP}")
+        wide = [n for n, dt in zip(names, dtypes, strict=True) if dt.kind == "f" and dt.itemsize == 8]
+        if wide:
+            raise TypeError(f"{', '.join(wide)} {'is' if len(wide) == 1 else 'are'} float64; {X64_HELP}")
+        given = ", ".join(f"{n} is {dt}" for n, dt in zip(names, dtypes, strict=True))
+        raise TypeError(f"no input is floating point ({given}), so the result dtype is float64 (SPEC §4); {X64_HELP}")
     return name
+
+
+def host_safe(a: Any, dtype: str) -> Any:
+    """``a``, or for what JAX would misread, a NumPy copy in ``dtype`` (the result dtype).
+
+    JAX silently wraps 64-bit ints to int32 while x64 is off (a spike count of 2**40 would become
+    0) and rejects non-native byte order, so NumPy converts those on the host first. Other
+    arrays pass unchanged (bool/int spikes are cast inside the compiled program).
+    """
+    if isinstance(a, np.ndarray):
+        dt = a.dtype
+        if not dt.isnative or (dt.kind in "iu" and dt.itemsize == 8):
+            return a.astype(dtype)
+    return a
 
 
 @lru_cache(maxsize=256)

@@ -93,7 +93,14 @@ def _conv(
     neg = any(lo < 0 or hi < 0 for lo, hi in pads)
     crop_out = None
     if neg:
-        if lhs_dilation == (1, 1):
+        if lhs_dilation == (1, 1) and any(
+            -min(lo, 0) - min(hi, 0) > n for (lo, hi), n in zip(pads, lhs.shape[1:3], strict=True)
+        ):
+            # The crops reach past the input into the other side's pad (e.g. (2, -2) on a one-pixel
+            # map): one lax.pad with the pads as given is well defined; cropping first is not.
+            lhs = _pad_spatial(lhs, tuple(pads))
+            pads = [(0, 0), (0, 0)]
+        elif lhs_dilation == (1, 1):
             lhs = _pad_spatial(lhs, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads))
         else:  # the pads apply to the dilated input: compute uncropped, crop the output
             crop_out = tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads)
@@ -163,9 +170,23 @@ def _axes(in_size: Pair, out_size: Pair, ksize: Pair, stride: Pair, pads: Pads) 
     return tuple(_Axis.make(in_size[i], out_size[i], ksize[i], stride[i], pads[i][0]) for i in range(2))  # type: ignore[return-value]
 
 
+# The strided "phase" programs are unrolled in Python: one convolution per stride phase
+# (deconv2d) and one slice per kernel tap (dK). Beyond this many taps the trace itself would
+# dominate (or, for a stride far above the kernel, never end), so such problems go to "conv".
+PHASE_MAX_TAPS = 256
+
+
+def phase_feasible(ksize: Pair, stride: Pair) -> bool:
+    """Whether the "phase" family may trace this geometry: stride 1 (no unrolled loop), or every
+    stride at most its kernel length (so every phase holds a tap) and at most ``PHASE_MAX_TAPS`` taps."""
+    if stride == (1, 1):
+        return True
+    return stride[0] <= ksize[0] and stride[1] <= ksize[1] and ksize[0] * ksize[1] <= PHASE_MAX_TAPS
+
+
 def choose_formulation(platform: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
-    """``"phase"`` on CPU for problems big enough to pay for it, else ``"conv"``."""
-    if platform != "cpu":
+    """``"phase"`` on CPU for problems big enough to pay for it (and feasible), else ``"conv"``."""
+    if platform != "cpu" or not phase_feasible(ksize, stride):
         return "conv"
     work = batch * out_size[0] * out_size[1] * ksize[0] * ksize[1] * channels[0] * channels[1]
     return "phase" if work >= PHASE_MIN_WORK else "conv"
@@ -425,10 +446,17 @@ def stdp_dw(
     return deconv2d_dk((pre_spike, pre_trace), (post_spike, post_trace), ksize, stride, pads, form, num, dtype, prep)
 
 
-def apply_update(kernel: jnp.ndarray, dw: jnp.ndarray, scalars: tuple[jnp.ndarray, ...]) -> jnp.ndarray:
-    """``W' = W + eta dW - (w_decay W if w_decay > 0)``, then ``clip(W', 0.01, w_bound - 0.01)`` if ``w_bound > 0``."""
+def apply_update(
+    kernel: jnp.ndarray, dw: jnp.ndarray, scalars: tuple[jnp.ndarray, ...], decay: Any, bound: Any
+) -> jnp.ndarray:
+    """``W' = W + eta dW - (w_decay W if decay)``, then ``clip(W', 0.01, w_bound - 0.01)`` if ``bound``.
+
+    ``decay``/``bound`` are ``w_decay > 0``/``w_bound > 0`` decided by the caller on the exact
+    values (boolean scalars): the scalars here are already in the result dtype, where a tiny
+    positive ``w_bound`` can read as 0.
+    """
     _, _, eta, _, w_decay, w_bound = scalars
     w_new = kernel + eta * dw
-    w_new = jnp.where(w_decay > 0, w_new - w_decay * kernel, w_new)
+    w_new = jnp.where(decay, w_new - w_decay * kernel, w_new)
     bounded = jnp.minimum(jnp.maximum(w_new, 0.01), w_bound - 0.01)
-    return jnp.where(w_bound > 0, bounded, w_new)
+    return jnp.where(bound, bounded, w_new)

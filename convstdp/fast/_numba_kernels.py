@@ -25,6 +25,17 @@ from the reference (SPEC allows it); nothing loops on values, so nothing can han
 
 So results are bit-identical for any number of threads, and the serial path (``par=False``,
 same bodies, same chunks) gives the same bits as the parallel one.
+
+**Entry points and the disk cache.** Every kernel is cached (``cache=True``). The ``parallel=True``
+ones are entry points called from Python only, never from another compiled function: :func:`row_lists`,
+:func:`deconv_rows`, :func:`dx_rows`, :func:`dk_core`. When a cached function calls cached parallel
+ones and is compiled in a process that loaded them from the cache, Numba caches it without the hook
+that starts its threading layer (the hook lives on the callee's compile result, not on the library
+the caller links): a later process loading it before anything started that layer calls one of the
+layer's functions Numba never registered, at address 0: SIGSEGV (Numba issue #8578). So the drivers
+(``_row_lists``, ``_deconv_rows``, ``_dx_rows``, ``_dk_core``) are ``inline="always"``, inlined as
+Numba IR: as ``prange`` loops into the parallel entry points, as plain loops into the serial fused
+step (:func:`_step_serial`), one source for both.
 """
 
 from __future__ import annotations
@@ -116,8 +127,8 @@ def _fill_row(a1, r, code, ent, off):
         c += np.int64(a1[base + j] != 0)
 
 
-@njit(**_PAR)
-def row_lists(a, buf, par):
+@njit(inline="always", **_JIT)
+def _row_lists(a, buf, par):
     """Non-zeros of ``a`` ``(N, R, C, D)`` per row ``(n, r)``: row ``k`` holds ``(c << 32) | d`` of
     its non-zeros at ``ent[offs[k] : offs[k+1] - 1]`` (one slack slot per row).
 
@@ -154,6 +165,12 @@ def row_lists(a, buf, par):
         for r in range(rows):
             _fill_row(a1, r, code, ent, offs[r])
     return offs, ent
+
+
+@njit(**_PAR)
+def row_lists(a, buf, par):
+    """Entry point of :func:`_row_lists`: ``(offs, ent)``, the non-zeros of ``a`` ``(N, R, C, D)`` per row."""
+    return _row_lists(a, buf, par)
 
 
 # ------------------------------------------------------------------------------------- kernel layouts
@@ -214,8 +231,8 @@ def _deconv_row(x1, offs, ent, kr, y1, n, p, H, W, Ci, kh, kw, Co, Ho, Wo, sh, s
         r += 1
 
 
-@njit(**_PAR)
-def deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par):
+@njit(inline="always", **_JIT)
+def _deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par):
     """``y = deconv2d(x, k)`` into ``y`` ``(N, Ho, Wo, Co)`` (any contents: each row is zeroed by its
     owner) given the row lists of ``x``."""
     N, H, W, Ci = x.shape
@@ -232,6 +249,12 @@ def deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par):
         for r in range(N * Ho):
             _deconv_row(x1, offs, ent, kr, y1, r // Ho, r % Ho, H, W, Ci, kh, kw, Co, Ho, Wo, sh, sw, lo_h, lo_w)
     return y
+
+
+@njit(**_PAR)
+def deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par):
+    """Entry point of :func:`_deconv_rows`: ``y`` ``(N, Ho, Wo, Co)`` = ``deconv2d(x, k)``."""
+    return _deconv_rows(x, offs, ent, k, y, sh, sw, lo_h, lo_w, par)
 
 
 # ------------------------------------------------------------------------------------- dX
@@ -279,8 +302,8 @@ def _dx_row(d1, offs, ent, kp, dx1, cols, n, h, H, W, Ci, kh, Co, Ho, Wo, sh, lo
                 )
 
 
-@njit(**_PAR)
-def dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
+@njit(inline="always", **_JIT)
+def _dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
     """``dX = deconv2d_dx(k, d)`` into ``dx`` ``(N, H, W, Ci)`` (any contents: each row is zeroed by
     its owner) given the row lists of ``d``."""
     N, Ho, Wo, Co = d.shape
@@ -299,6 +322,12 @@ def dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
         for r in range(N * H):
             _dx_row(d1, offs, ent, kp, dx1, cols, r // H, r % H, H, W, Ci, kh, Co, Ho, Wo, sh, lo_h, sw * M)
     return dx
+
+
+@njit(**_PAR)
+def dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par):
+    """Entry point of :func:`_dx_rows`: ``dx`` ``(N, H, W, Ci)`` = ``deconv2d_dx(k, d)``."""
+    return _dx_rows(k, d, offs, ent, dx, sh, sw, lo_h, lo_w, par)
 
 
 # ------------------------------------------------------------------------------------- dK, two terms
@@ -436,8 +465,8 @@ def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, 
                     w_out[a, b, i, o] = v
 
 
-@njit(**_PAR)
-def dk_core(
+@njit(inline="always", **_JIT)
+def _dk_core(
     x1,
     d1,
     d1_offs,
@@ -491,76 +520,91 @@ def dk_core(
     _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, dw, w_out, sw, M)
 
 
+@njit(**_PAR)
+def dk_core(
+    x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, buf,
+    sh, sw, lo_h, lo_w, chunks, tgt, use1, use2, s1, s2, eta, w_decay, w_bound, par,
+):  # fmt: skip
+    """Entry point of :func:`_dk_core`: ``w_out``, ``dw`` ``(kh, kw, Ci, Co)``, same arguments."""
+    _dk_core(
+        x1, d1, d1_offs, d1_ent, x2, d2, x2_offs, x2_ent, w_in, w_out, dw, buf,
+        sh, sw, lo_h, lo_w, chunks, tgt, use1, use2, s1, s2, eta, w_decay, w_bound, par,
+    )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------- fused step
 
 
 @njit(**_JIT)
-def stdp_step(
-    k,
-    x,
-    pre_s,
-    pre_t,
-    post_s,
-    post_t,
-    y,
-    w_out,
-    dw,
-    dx,
-    x_buf,
-    pre_buf,
-    post_buf,
-    acc_buf,
-    x_is_pre,
-    sh,
-    sw,
-    lo_h,
-    lo_w,
-    chunks,
-    A_plus,
-    A_minus,
-    eta,
-    tgt,
-    w_decay,
-    w_bound,
-    par,
-):
-    """SPEC §8 into ``y``, ``w_out``, ``dw``, ``dx``: ``y = deconv2d(x, K)``,
-    ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``; scratch as in :func:`row_lists`
-    (``x_buf`` unused when ``x_is_pre``) and :func:`dk_core`."""
-    pre_offs, pre_ent = row_lists(pre_s, pre_buf, par)
-    post_offs, post_ent = row_lists(post_s, post_buf, par)
+def _step_serial(
+    k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_buf, post_buf, acc_buf, x_is_pre,
+    sh, sw, lo_h, lo_w, chunks, A_plus, A_minus, eta, tgt, w_decay, w_bound,
+):  # fmt: skip
+    """:func:`stdp_step` with the serial drivers, in one compiled call (no parallel code in it)."""
+    pre_offs, pre_ent = _row_lists(pre_s, pre_buf, False)
+    post_offs, post_ent = _row_lists(post_s, post_buf, False)
     if x_is_pre:
-        deconv_rows(x, pre_offs, pre_ent, k, y, sh, sw, lo_h, lo_w, par)
+        x_offs, x_ent = pre_offs, pre_ent
     else:
-        x_offs, x_ent = row_lists(x, x_buf, par)
-        deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, par)
-    on = chunks > 0  # a run-time True (a literal would compile a second dk_core)
+        x_offs, x_ent = _row_lists(x, x_buf, False)
+    _deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, False)
+    on = chunks > 0  # a run-time True: a literal would compile _dk_chunk and _reduce_update once more
+    _dk_core(
+        pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, w_out, dw, acc_buf,
+        sh, sw, lo_h, lo_w, chunks, tgt, on, on, A_plus, -A_minus, eta, w_decay, w_bound, False,
+    )  # fmt: skip
+    _dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, False)
+
+
+def stdp_step(
+    k: np.ndarray,
+    x: np.ndarray,
+    pre_s: np.ndarray,
+    pre_t: np.ndarray,
+    post_s: np.ndarray,
+    post_t: np.ndarray,
+    y: np.ndarray,
+    w_out: np.ndarray,
+    dw: np.ndarray,
+    dx: np.ndarray,
+    x_buf: np.ndarray,
+    pre_buf: np.ndarray,
+    post_buf: np.ndarray,
+    acc_buf: np.ndarray,
+    x_is_pre: bool,
+    sh: int,
+    sw: int,
+    lo_h: int,
+    lo_w: int,
+    chunks: int,
+    A_plus: float,
+    A_minus: float,
+    eta: float,
+    tgt: float,
+    w_decay: float,
+    w_bound: float,
+    par: bool,
+) -> None:
+    """SPEC §8 into ``y`` ``(N,Ho,Wo,Co)``, ``w_out``, ``dw`` ``(kh,kw,Ci,Co)``, ``dx`` ``(N,H,W,Ci)``:
+    ``y = deconv2d(x, K)``, ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``, the row lists
+    of the spikes built once; scratch as in :func:`row_lists` (``x_buf`` unused when ``x_is_pre``) and
+    :func:`dk_core`.
+
+    Serial: one compiled call (:func:`_step_serial`), since call overhead counts on small problems.
+    Parallel: the entry points in turn, from Python (see the module docstring for why).
+    """
+    if not par:
+        _step_serial(
+            k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_buf, post_buf, acc_buf, x_is_pre,
+            sh, sw, lo_h, lo_w, chunks, A_plus, A_minus, eta, tgt, w_decay, w_bound,
+        )  # fmt: skip
+        return
+    pre_offs, pre_ent = row_lists(pre_s, pre_buf, True)
+    post_offs, post_ent = row_lists(post_s, post_buf, True)
+    x_offs, x_ent = (pre_offs, pre_ent) if x_is_pre else row_lists(x, x_buf, True)
+    deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, True)
     dk_core(
-        pre_t,
-        post_s,
-        post_offs,
-        post_ent,
-        pre_s,
-        post_t,
-        pre_offs,
-        pre_ent,
-        k,
-        w_out,
-        dw,
-        acc_buf,
-        sh,
-        sw,
-        lo_h,
-        lo_w,
-        chunks,
-        tgt,
-        on,
-        on,
-        A_plus,
-        -A_minus,
-        eta,
-        w_decay,
-        w_bound,
-        par,
-    )
-    dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, par)
+        pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, w_out, dw, acc_buf,
+        sh, sw, lo_h, lo_w, chunks, tgt, True, True, A_plus, -A_minus, eta, w_decay, w_bound, True,
+    )  # fmt: skip
+    dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, True)

@@ -11,10 +11,13 @@ backend's ``dK``/``dX`` through a ``custom_vjp``; works under ``jit`` and ``vmap
 :func:`deconv2d_dk_fn`, :func:`deconv2d_dx_fn`.
 
 Dtypes (SPEC §4): float32 always; float64 only with ``jax_enable_x64`` on, otherwise a
-``TypeError`` says how to turn it on (JAX would silently compute in float32). Bool/int spikes
-are cast to the result dtype inside the program. Inputs are never donated unless the caller
-opts in with ``JaxBackend(donate_kernel=True)``, which invalidates a ``jax.Array`` kernel passed
-to ``stdp_update``/``stdp_step`` (its buffer is reused for ``W'``).
+``TypeError`` says how to turn it on (JAX would silently compute in float32); that includes
+calls with no floating input at all, whose result dtype is float64. Bool/int spikes are cast to
+the result dtype inside the program, except NumPy arrays JAX would misread (64-bit ints, which
+it wraps to int32 while x64 is off, and non-native byte order), which NumPy converts first.
+Inputs are never donated unless the caller opts in with ``JaxBackend(donate_kernel=True)``,
+which invalidates a ``jax.Array`` kernel passed to ``stdp_update``/``stdp_step`` (its buffer is
+reused for ``W'``).
 
 Reduced precision is opt-in by name (``create_tf32_backend``, ``create_bf16_backend``): the
 backend then carries ``precision`` (``"tf32"``/``"bf16"``) and ``unit_roundoff`` (the
@@ -41,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convstdp import geometry
+from convstdp import geometry, paths
 from convstdp.fast import _jax_formulations as F
-from convstdp.fast._jax_common import X64_HELP, device_names
+from convstdp.fast._jax_common import X64_HELP, device_names, host_safe
 from convstdp.fast._jax_common import result_dtype as _result_dtype
 from convstdp.geometry import PaddingLike, StrideLike
 
@@ -96,10 +99,12 @@ def _dx_prog(kernel, d_out, *, stride, pads, size, form, num, dtype):
 def _stdp_update_body(
     kernel, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, pads, size, form, num, dtype
 ):
+    # The last two entries are the w_decay > 0 / w_bound > 0 branches, decided on the Python floats:
+    # in float32 a tiny w_bound (1e-50) reads as 0 and the clip would be skipped.
     kernel = kernel.astype(dtype)
-    sc = tuple(jnp.asarray(v, dtype) for v in scalars)
+    sc = tuple(jnp.asarray(v, dtype) for v in scalars[:6])
     dw = F.stdp_dw(pre_spike, pre_trace, post_spike, post_trace, sc, size, stride, pads, form, num, dtype)
-    return F.apply_update(kernel, dw, sc), dw
+    return F.apply_update(kernel, dw, sc, scalars[6], scalars[7]), dw
 
 
 def _stdp_step_body(
@@ -139,10 +144,15 @@ class JaxBackend:
 
     ``precision``: ``"highest"`` (default), ``"tf32"`` or ``"bf16"`` (see ``PRECISION_MODES``).
     ``formulation``: ``"auto"`` (per problem: ``"phase"`` for big problems on CPU, ``"conv"``
-    otherwise, GPU included), ``"conv"`` or ``"phase"`` (see ``_jax_formulations``).
+    otherwise, GPU included), ``"conv"`` or ``"phase"`` (see ``_jax_formulations``; "phase" only
+    where it is feasible, "conv" elsewhere).
     ``donate_kernel``: let ``stdp_update``/``stdp_step`` reuse a ``jax.Array`` kernel's buffer
     for ``W'`` (the caller's kernel is then deleted); off by default, since SPEC §4 promises
     inputs are left intact.
+
+    Paths (:mod:`convstdp.paths`): ``"<operator>/conv"`` and, where it can run, ``"<operator>/phase"``
+    for each of the five operators; the step with ``y``'s dtype apart from the update's runs the
+    operators one by one, and they note their own paths.
     """
 
     name = "jax"
@@ -157,6 +167,19 @@ class JaxBackend:
         self.formulation = formulation
         self.donate_kernel = bool(donate_kernel)
         self.platform = jax.default_backend()
+        # "phase" runs on CPU (auto) or when forced, and falls back to "conv" where it cannot trace
+        forms = (
+            ("conv",)
+            if formulation == "conv" or (formulation == "auto" and self.platform != "cpu")
+            else ("conv", "phase")
+        )
+        self.paths = frozenset(
+            {
+                f"{op}/{f}"
+                for op in ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update", "stdp_step")
+                for f in forms
+            }
+        )
         import jaxlib
 
         self.version = f"jax {jax.__version__}, jaxlib {jaxlib.__version__} ({self.platform}, precision {precision})"
@@ -167,10 +190,11 @@ class JaxBackend:
     def devices(self) -> list[str]:
         return device_names()
 
-    def _form(self, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
-        if self.formulation != "auto":
-            return self.formulation
-        return F.choose_formulation(self.platform, batch, out_size, ksize, channels, stride)
+    def _form(self, op: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
+        """The formulation for this call, noted as the path ``"<op>/<formulation>"`` (:mod:`convstdp.paths`)."""
+        form = _form_for(self.formulation, batch, out_size, ksize, channels, stride, self.platform)
+        paths.note(f"{op}/{form}")
+        return form
 
     def _donate(self, kernel: Any) -> bool:
         return self.donate_kernel and isinstance(kernel, jax.Array)
@@ -180,16 +204,20 @@ class JaxBackend:
     def deconv2d(self, x: Any, kernel: Any, *, stride: Pair, padding: Pads) -> jax.Array:
         """x ``(N,H,W,Ci)``, kernel ``(kh,kw,Ci,Co)`` → y ``(N,Ho,Wo,Co)``."""
         dtype = _result_dtype(("x", "kernel"), (x, kernel))
+        x, kernel = host_safe(x, dtype), host_safe(kernel, dtype)
         n, h, w, ci = x.shape
         kh, kw, _, co = kernel.shape
         size = _out_size((h, w), (kh, kw), stride, padding)
-        form = self._form(n, size, (kh, kw), (ci, co), stride)
+        form = self._form("deconv2d", n, size, (kh, kw), (ci, co), stride)
         return _deconv2d_prog(x, kernel, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
 
     def deconv2d_dk(self, x: Any, d_out: Any, *, kernel_size: Pair, stride: Pair, padding: Pads) -> jax.Array:
         """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)``."""
         dtype = _result_dtype(("x", "d_out"), (x, d_out))
-        form = self._form(x.shape[0], tuple(d_out.shape[1:3]), kernel_size, (x.shape[3], d_out.shape[3]), stride)
+        x, d_out = host_safe(x, dtype), host_safe(d_out, dtype)
+        form = self._form(
+            "deconv2d_dk", x.shape[0], tuple(d_out.shape[1:3]), kernel_size, (x.shape[3], d_out.shape[3]), stride
+        )
         return _dk_prog(x, d_out, stride=stride, pads=padding, size=kernel_size, form=form, num=self._num, dtype=dtype)
 
     def deconv2d_dx(
@@ -197,9 +225,10 @@ class JaxBackend:
     ) -> jax.Array:
         """kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → dX ``(N,H,W,Ci)`` (``input_shape``)."""
         dtype = _result_dtype(("kernel", "d_out"), (kernel, d_out))
+        kernel, d_out = host_safe(kernel, dtype), host_safe(d_out, dtype)
         size = (int(input_shape[1]), int(input_shape[2]))
         kshape = tuple(kernel.shape)
-        form = self._form(d_out.shape[0], tuple(d_out.shape[1:3]), kshape[:2], kshape[2:], stride)
+        form = self._form("deconv2d_dx", d_out.shape[0], tuple(d_out.shape[1:3]), kshape[:2], kshape[2:], stride)
         return _dx_prog(kernel, d_out, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
 
     def stdp_update(
@@ -222,10 +251,13 @@ class JaxBackend:
         """→ ``(W', dW)``, kernel-shaped; one compiled program (SPEC §3 ``stdp_update``)."""
         arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
         dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), arrays)
+        arrays = tuple(host_safe(a, dtype) for a in arrays)
         ksize = tuple(kernel.shape[:2])
-        form = self._form(2 * pre_spike.shape[0], tuple(post_spike.shape[1:3]), ksize, tuple(kernel.shape[2:]), stride)
+        form = self._form(
+            "stdp_update", 2 * pre_spike.shape[0], tuple(post_spike.shape[1:3]), ksize, tuple(kernel.shape[2:]), stride
+        )
         prog = _stdp_update_prog_donating if self._donate(kernel) else _stdp_update_prog
-        scalars = (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        scalars = _scalars(A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
         return prog(*arrays, scalars, stride=stride, pads=padding, size=ksize, form=form, num=self._num, dtype=dtype)
 
     def stdp_step(
@@ -246,16 +278,43 @@ class JaxBackend:
         w_decay: float,
         w_bound: float,
     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        """SPEC §8 step in one dispatch → ``(y, W', dW, dX)``."""
-        arrays = (kernel, x, pre_spike, pre_trace, post_spike, post_trace)
-        dtype = _result_dtype(("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace"), arrays)
+        """SPEC §8 step in one dispatch → ``(y, W', dW, dX)``.
+
+        Each operator keeps its own SPEC §4 dtype: when ``y``'s (from ``x``, ``kernel``) differs
+        from the update's (the five STDP arrays; ``dX`` follows ``W'``), the operators run apart.
+        """
+        y_dtype = _result_dtype(("x", "kernel"), (x, kernel))
+        stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
+        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
+        if y_dtype != dtype:
+            scalars_kw = dict(
+                A_plus=A_plus,
+                A_minus=A_minus,
+                eta=eta,
+                pretrace_target=pretrace_target,
+                w_decay=w_decay,
+                w_bound=w_bound,
+            )
+            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
+            w_new, dw = self.stdp_update(*stdp, stride=stride, padding=padding, **scalars_kw)
+            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
+            return y, w_new, dw, dx
+        arrays = tuple(host_safe(a, dtype) for a in (kernel, x, pre_spike, pre_trace, post_spike, post_trace))
         ksize = tuple(kernel.shape[:2])
         out = tuple(post_spike.shape[1:3])
-        form = self._form(2 * pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride)
+        form = self._form("stdp_step", 2 * pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride)
         size = (ksize, out, tuple(x.shape[1:3]))
         prog = _stdp_step_prog_donating if self._donate(kernel) else _stdp_step_prog
-        scalars = (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        scalars = _scalars(A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
         return prog(*arrays, scalars, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+
+
+def _scalars(
+    A_plus: float, A_minus: float, eta: float, pretrace_target: float, w_decay: float, w_bound: float
+) -> tuple[Any, ...]:
+    """The program's dynamic STDP arguments: the six scalars, then the two branches as booleans."""
+    flags = (np.bool_(w_decay > 0), np.bool_(w_bound > 0))
+    return (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound, *flags)
 
 
 def _out_size(in_size: Pair, ksize: Pair, stride: Pair, pads: Pads) -> Pair:
@@ -280,10 +339,22 @@ def create_bf16_backend() -> JaxBackend:
 # ------------------------------------------------------------------------------ differentiable API
 
 
-def _form_for(formulation: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
-    if formulation != "auto":
-        return formulation
-    return F.choose_formulation(jax.default_backend(), batch, out_size, ksize, channels, stride)
+def _form_for(
+    formulation: str,
+    batch: int,
+    out_size: Pair,
+    ksize: Pair,
+    channels: Pair,
+    stride: Pair,
+    platform: str | None = None,
+) -> str:
+    """The formulation to trace: the requested one, except that "phase" is used only where it is
+    feasible (:func:`_jax_formulations.phase_feasible`; "conv" gives the same results elsewhere)."""
+    if formulation == "conv":
+        return "conv"
+    if formulation == "phase":
+        return "phase" if F.phase_feasible(ksize, stride) else "conv"
+    return F.choose_formulation(platform or jax.default_backend(), batch, out_size, ksize, channels, stride)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -306,14 +377,18 @@ def _deconv2d_vjp_bwd(stride, pads, form, num, res, g):
 _deconv2d_vjp.defvjp(_deconv2d_vjp_fwd, _deconv2d_vjp_bwd)
 
 
-def _float_operands(*arrays: Any) -> tuple[jax.Array, ...]:
-    if not jax.config.jax_enable_x64 and any(np.dtype(getattr(a, "dtype", "f4")) == np.float64 for a in arrays):
-        raise TypeError(f"float64 input; {X64_HELP}")
-    arrays = tuple(jnp.asarray(a) for a in arrays)
-    dtype = jnp.result_type(*arrays)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return tuple(a.astype(dtype) for a in arrays)
+def _float_operands(names: tuple[str, str], *arrays: Any) -> tuple[jax.Array, ...]:
+    """The operands in one float dtype: the SPEC §4 result dtype of the floating ones, else JAX's
+    default float. NumPy (and list) operands are converted by NumPy, so 64-bit ints and
+    non-native byte orders never reach JAX (which would wrap or reject them)."""
+    arrays = tuple(a if hasattr(a, "dtype") and hasattr(a, "shape") else np.asarray(a) for a in arrays)
+    dtypes = [geometry.check_dtype(n, np.dtype(a.dtype)) for n, a in zip(names, arrays, strict=True)]
+    floats = [dt for dt in dtypes if dt.kind == "f"]
+    dtype = geometry.result_dtype(*floats) if floats else np.dtype(jnp.result_type(float))
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        wide = [n for n, dt in zip(names, dtypes, strict=True) if dt == np.float64]
+        raise TypeError(f"{', '.join(wide)} {'is' if len(wide) == 1 else 'are'} float64; {X64_HELP}")
+    return tuple(jnp.asarray(a.astype(dtype) if isinstance(a, np.ndarray) else a).astype(dtype) for a in arrays)
 
 
 def deconv2d_fn(
@@ -332,7 +407,7 @@ def deconv2d_fn(
     asks XLA for the gradient of a transposed convolution. Works under ``jit`` and ``vmap``
     (shapes inside are the per-example rank-4 ones); stride and padding are static.
     """
-    x, kernel = _float_operands(x, kernel)
+    x, kernel = _float_operands(("x", "kernel"), x, kernel)
     g = geometry.check_deconv2d(x, kernel, stride, padding)
     form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
     return _deconv2d_vjp(x, kernel, g.stride, g.pads, form, PRECISION_MODES[precision][0])
@@ -349,7 +424,7 @@ def deconv2d_dk_fn(
     formulation: str = "auto",
 ) -> jax.Array:
     """SPEC §3 ``dK`` for JAX code (traceable): x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → ``(kh,kw,Ci,Co)``."""
-    x, d_out = _float_operands(x, d_out)
+    x, d_out = _float_operands(("x", "d_out"), x, d_out)
     g = geometry.check_deconv2d_dk(x, d_out, kernel_size, stride, padding)
     form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
     return F.deconv2d_dk(x, d_out, g.kernel_size, g.stride, g.pads, form, PRECISION_MODES[precision][0])
@@ -366,7 +441,7 @@ def deconv2d_dx_fn(
     formulation: str = "auto",
 ) -> jax.Array:
     """SPEC §3 ``dX`` for JAX code (traceable): kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` → ``(N,H,W,Ci)``."""
-    kernel, d_out = _float_operands(kernel, d_out)
+    kernel, d_out = _float_operands(("kernel", "d_out"), kernel, d_out)
     g = geometry.check_deconv2d_dx(kernel, d_out, stride, padding, input_shape)
     form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
     return F.deconv2d_dx(kernel, d_out, g.stride, g.pads, g.in_size, PRECISION_MODES[precision][0], form)

@@ -4,7 +4,8 @@
 :class:`NumbaBackend` with explicit pads. Numba is imported only when the backend is created
 (:func:`create_backend`); the kernels live in :mod:`convstdp.fast._numba_kernels`, compiled on
 first use per dtype and cached on disk (``cache=True``), so later processes load them instead of
-recompiling. The fused :meth:`NumbaBackend.stdp_step` is one compiled call.
+recompiling. The fused :meth:`NumbaBackend.stdp_step` builds the row lists of the spikes once for
+its three passes (on the serial path, in one compiled call).
 
 Results are ``np.ndarray`` of the SPEC §4 dtype; bool/int spikes are cast to it first. float64
 results do not depend on the number of threads (see the kernels module for why).
@@ -20,6 +21,7 @@ import numpy as np
 
 from convstdp import geometry
 from convstdp.backends import BackendUnavailable
+from convstdp.paths import note
 
 __all__ = ["NumbaBackend", "create_backend"]
 
@@ -95,8 +97,38 @@ def _acc_buf(chunks: int, kernel_shape: tuple[int, ...], sw: int, dt: np.dtype) 
     return np.empty(chunks * _acc_size(kernel_shape, sw), dtype=dt)
 
 
+def _pair(name: str) -> tuple[str, str]:
+    """``(serial, parallel)`` path names under ``name``, indexed by the ``par`` flag."""
+    return f"{name}/serial", f"{name}/parallel"
+
+
+_DECONV = _pair("deconv2d")
+_DX = _pair("deconv2d_dx")
+_DK_BY_D, _DK_BY_X = _pair("deconv2d_dk/by-d"), _pair("deconv2d_dk/by-x")
+_UPDATE = _pair("stdp_update")
+_STEP_X_IS_PRE, _STEP_X_DISTINCT = _pair("stdp_step/fused/x-is-pre"), _pair("stdp_step/fused/x-distinct")
+_STEP_COMPOSED = "stdp_step/composed"
+_ALL_PAIRS = (_DECONV, _DX, _DK_BY_D, _DK_BY_X, _UPDATE, _STEP_X_IS_PRE, _STEP_X_DISTINCT)
+
+
 class NumbaBackend:
-    """SPEC §3 operators compiled by Numba; NHWC/HWIO ``np.ndarray`` in and out."""
+    """SPEC §3 operators compiled by Numba; NHWC/HWIO ``np.ndarray`` in and out.
+
+    Internal paths (:mod:`convstdp.paths`; each call notes the one it takes):
+
+    - ``<op>/serial`` and ``<op>/parallel`` for ``deconv2d``, ``deconv2d_dx`` and ``stdp_update``: the
+      serial drivers below :data:`SERIAL_BELOW` multiply-adds or with one Numba thread, else the
+      parallel ones;
+    - ``deconv2d_dk/by-d/{serial,parallel}`` and ``deconv2d_dk/by-x/{serial,parallel}``: the pass is
+      driven by the non-zeros of ``d_out`` (when its share of non-zeros is the smaller) or of ``x``;
+    - ``stdp_step/fused/x-is-pre/{serial,parallel}`` (``x`` is the ``pre_spike`` object: its row lists
+      are shared) and ``stdp_step/fused/x-distinct/{serial,parallel}``: the fused step, all six arrays
+      of one float dtype (serial: one compiled call; parallel: the parallel kernels in turn);
+    - ``stdp_step/composed``: mixed dtypes, the three operators in turn (which note their own paths).
+
+    The parallel paths are declared only when Numba may run more than one thread
+    (``NUMBA_NUM_THREADS > 1``): with one, they cannot be taken.
+    """
 
     name = "numba"
     precision = "highest"
@@ -109,6 +141,8 @@ class NumbaBackend:
         self._numba = numba
         self._k = kern
         self.version = f"numba {numba.__version__}"
+        kinds = 2 if numba.config.NUMBA_NUM_THREADS > 1 else 1
+        self.paths = frozenset([_STEP_COMPOSED, *(p[i] for p in _ALL_PAIRS for i in range(kinds))])
 
     def devices(self) -> list[str]:
         return [f"cpu ({self._numba.get_num_threads()} threads)"]
@@ -141,6 +175,7 @@ class NumbaBackend:
         x, kernel = _c(x, dt), _c(kernel, dt)
         par = not self._serial(x.size * kernel.size // max(1, x.shape[3]))
         y = np.empty(_y_shape(x.shape, kernel.shape, stride, padding), dtype=dt)
+        note(_DECONV[par])
         with self._schedule(par):
             offs, ent = self._k.row_lists(x, _list_buf(x), par)
             self._k.deconv_rows(x, offs, ent, kernel, y, stride[0], stride[1], padding[0][0], padding[1][0], par)
@@ -155,6 +190,7 @@ class NumbaBackend:
         n, h, w, _ = input_shape
         par = not self._serial(n * h * w * kernel.size)
         dx = np.empty((n, h, w, kernel.shape[2]), dtype=dt)
+        note(_DX[par])
         with self._schedule(par):
             offs, ent = self._k.row_lists(d_out, _list_buf(d_out), par)
             self._k.dx_rows(kernel, d_out, offs, ent, dx, stride[0], stride[1], padding[0][0], padding[1][0], par)
@@ -176,6 +212,7 @@ class NumbaBackend:
         par = not self._serial(n * h * w * kh * kw * ci * d_out.shape[3])
         chunks = _chunks(n * h, _acc_size(k_shape, stride[1]), x.size + d_out.size)
         w0, dk = np.zeros(k_shape, dtype=dt), np.empty(k_shape, dtype=dt)
+        note((_DK_BY_D if by_d else _DK_BY_X)[par])
         with self._schedule(par):
             drive = d_out if by_d else x
             offs, ent = self._k.row_lists(drive, _list_buf(drive), par)
@@ -235,6 +272,7 @@ class NumbaBackend:
         chunks = _chunks(n * h, _acc_size(kernel.shape, stride[1]), pre_spike.size + post_spike.size)
         k = self._k
         w_new, dw = np.empty(kernel.shape, dtype=dt), np.empty(kernel.shape, dtype=dt)
+        note(_UPDATE[par])
         with self._schedule(par):
             pre_offs, pre_ent = k.row_lists(pre_spike, _list_buf(pre_spike), par)
             post_offs, post_ent = k.row_lists(post_spike, _list_buf(post_spike), par)
@@ -286,10 +324,12 @@ class NumbaBackend:
         w_decay: float,
         w_bound: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """SPEC §8 step ``(y, W', dW, dX)`` in one compiled call when all six arrays share a dtype."""
+        """SPEC §8 step ``(y, W', dW, dX)``: ``y`` ``(N,Ho,Wo,Co)``, ``W'``, ``dW`` ``(kh,kw,Ci,Co)``, ``dX``
+        ``(N,H,W,Ci)``; fused (row lists of the spikes built once) when all six arrays share a dtype."""
         dt = kernel.dtype
         same = dt in _FLOATS and all(a.dtype == dt for a in (x, pre_spike, pre_trace, post_spike, post_trace))
         if not same:  # mixed dtypes: each operator has its own SPEC §4 result dtype
+            note(_STEP_COMPOSED)
             params = dict(
                 A_plus=A_plus,
                 A_minus=A_minus,
@@ -311,6 +351,7 @@ class NumbaBackend:
         chunks = _chunks(x.shape[0] * x.shape[1], _acc_size(kernel.shape, stride[1]), x.size + post_spike.size)
         y = np.empty(_y_shape(x.shape, kernel.shape, stride, padding), dtype=dt)
         w_new, dw, dx = np.empty(kernel.shape, dtype=dt), np.empty(kernel.shape, dtype=dt), np.empty(x.shape, dtype=dt)
+        note((_STEP_X_IS_PRE if x_is_pre else _STEP_X_DISTINCT)[par])
         with self._schedule(par):
             self._k.stdp_step(
                 kernel,
