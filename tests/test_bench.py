@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -350,3 +351,21 @@ def test_workload_is_frozen_and_describable() -> None:
     w = Workload("x", "deconv2d", 2, 5, 3, 4, 3, 2, "VALID")
     assert "N=2 5x5 Ci=3 Co=4 k=3 s=2 VALID" in w.describe()
     assert w.as_dict()["y_shape"] == [2, 11, 11, 4]
+
+
+@pytest.mark.parametrize("argv", [["--budget", "-1"], ["--budget", "0"], ["--budget", "inf"], ["--repeats", "0"]])
+def test_bench_rejects_non_positive_budgets(argv: list[str]) -> None:
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv])
+    assert exc.value.code == 2
+
+
+def test_bench_checks_out_before_any_work(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    t0 = time.perf_counter()
+    assert cli.main(["bench", "--out", str(blocker / "report"), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 5  # rejected up front, not after the run (a hang guard, not a benchmark)

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from convstdp.bench.workloads import SPEC_WORKLOADS, select
+from convstdp.cliargs import positive, unwritable
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +52,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=positive(float),
         metavar="S",
         help="sampling seconds per runner and sweep workload (SPEC workloads get 5x)",
     )
-    parser.add_argument("--repeats", type=int, metavar="N", help="at most N samples per runner and workload")
+    parser.add_argument("--repeats", type=positive(int), metavar="N", help="at most N samples per runner and workload")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--no-plots", action="store_true", help="write no PNGs (and no images in report.html)")
@@ -137,6 +138,10 @@ def main(args: argparse.Namespace) -> int:
     """Run the benchmark; print the summary; write the report when ``--out`` is given."""
     from convstdp.bench import report, suite
 
+    why = args.out and unwritable(args.out, "--out", directory=True)
+    if why:
+        print(f"convstdp bench: error: {why}", file=sys.stderr)
+        return 2
     try:
         runners = suite.resolve_runners(args.backend, False if args.no_peers else (args.peer or True))
     except ValueError as err:

@@ -8,29 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from convstdp import backends as _backends
+from convstdp.cliargs import positive, unwritable
 from convstdp.conformance.cases import GRIDS, Case, case_from_text, grid
 from convstdp.conformance.operators import OPERATOR_NAMES
 from convstdp.conformance.tolerance import POLICY
 
 __all__ = ["configure", "main"]
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not v > 0 or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return v
-
-    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "random (Hypothesis; see --examples)",
     )
     parser.add_argument(
-        "--examples", type=_positive(int), default=50, metavar="N", help="random cases per backend (--grid random)"
+        "--examples", type=positive(int), default=50, metavar="N", help="random cases per backend (--grid random)"
     )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the input values (and random grid)")
     parser.add_argument(
@@ -86,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=positive(float),
         default=None,
         metavar="S",
         help="with --isolate: kill a backend's child after S seconds",
@@ -100,18 +87,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _usage(msg: str) -> int:
     print(f"convstdp conformance: error: {msg}", file=sys.stderr)
     return 2
-
-
-def writable_path(path: str, option: str) -> str | None:
-    """Why ``path`` cannot be written (checked before any work), or ``None`` when it can."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return f"{option} {path!r} is a directory"
-    if not os.path.isdir(folder):
-        return f"{option} {path!r}: folder {folder!r} does not exist"
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return f"{option} {path!r} is not writable"
-    return None
 
 
 def _broken_backends() -> dict[str, str]:
@@ -174,6 +149,11 @@ def _self_test(args: argparse.Namespace, cases: list[Case], progress_on: bool | 
     rows, control = self_test(st_cases, seed=args.seed, progress=bar)
     bar.close()
     caught = sum(r.caught for r in rows)
+    # The workloads grid has square maps, one stride, few channel counts: it cannot expose every logic
+    # bug (that is the quick grid's job); there it must catch the precision bugs, which are about size.
+    only_precision = args.grid == "workloads" and not args.case
+    precision_bugs = sorted(b.id for b in BUGS if b.precision_bug)
+    missed = [r.bug for r in rows if not r.caught and (not only_precision or r.bug in precision_bugs)]
     print(f"Self-test: {len(BUGS)} broken backends on {len(st_cases)} cases (each stops at its first failure)")
     _print_table(
         ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
@@ -195,12 +175,15 @@ def _self_test(args: argparse.Namespace, cases: list[Case], progress_on: bool | 
         for r in control.failed[:10]:
             print("  " + r.message())
     print(f"caught {caught}/{len(rows)}" + ("" if control_ok else "  (control failed)"))
+    if only_precision:
+        print("(on the workloads grid only the precision bugs must be caught: " + ", ".join(precision_bugs) + ")")
     doc = {
         "caught": caught,
         "total": len(rows),
         "cases": len(st_cases),
         "control_passed": control_ok,
-        "ok": caught == len(rows) and control_ok,
+        "ok": not missed and control_ok,
+        "required": "precision bugs" if only_precision else "every bug",
         "rows": [r.to_dict() for r in rows],
     }
     return doc, control
@@ -225,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.isolate:
         return _usage("--timeout needs --isolate (it limits each backend's child process)")
     for path, option in ((args.json, "--json"), (args.report, "--report")):
-        why = path and writable_path(path, option)
+        why = path and unwritable(path, option)
         if why:
             return _usage(why)
     try:
