@@ -160,3 +160,11 @@ def test_missing_ngclearn_is_reported_with_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "ngclearn", None)
     with pytest.raises(BackendUnavailable, match="ngclearn"):
         adapter.create_backend()
+
+
+def test_64_bit_int_spikes_do_not_wrap(ng) -> None:
+    x = np.zeros((1, 4, 4, 1), np.int64)
+    x[0, 1, 1, 0] = 2**40  # JAX with x64 off would wrap it to 0
+    k = np.ones((3, 3, 1, 1), np.float32)
+    want = ops.deconv2d(x, k, stride=(1, 1), padding=((1, 1), (1, 1)))
+    np.testing.assert_allclose(np.asarray(ng.deconv2d(x, k)), want, rtol=1e-6)

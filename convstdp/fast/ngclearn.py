@@ -96,11 +96,11 @@ class NgclearnBackend:
         return None
 
     def _cast(self, names: Sequence[str], arrays: Sequence[Any]) -> list[Any]:
-        from convstdp.fast._jax_common import result_dtype
+        from convstdp.fast._jax_common import host_safe, result_dtype
 
         dtype = result_dtype(names, arrays)
         jnp = self._jax.numpy
-        return [jnp.asarray(a).astype(dtype) for a in arrays]
+        return [jnp.asarray(host_safe(a, dtype)).astype(dtype) for a in arrays]
 
     def _highest(self):
         return self._jax.default_matmul_precision("highest")
