@@ -440,7 +440,7 @@ def full_grid() -> tuple[Case, ...]:
                     break
                 if kind in ("same", "valid"):
                     break
-    return tuple(_unique([*cases, *(parse_case(n) for n in LARGE_TIER)]))
+    return tuple(_unique([*cases, *(parse_case(n) for n in (*_CURATED, *LARGE_TIER))]))
 
 
 def _unique(cases: list[Case]) -> list[Case]:

@@ -312,9 +312,11 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
         "the one each call takes; on the quick and full grids a declared path that no case exercised fails the run.",
         "- **JAX-based backends** run float64 and mixed cases inside `jax.enable_x64(True)` (scoped to the call), "
         "float32 cases in JAX's default mode.",
-        "- **Cases**: seeded, non-symmetric values (x ~ N(0.3,1), K ~ U(-0.6,1.4), d ~ N(-0.2,1)), 30 % sparse "
-        "binary spikes (bool or float) and positive traces; each case name encodes all of it "
-        "(`s<stride>-<padding>-k<kh>x<kw>-m<H>x<W>-c<Ci>to<Co>-n<N>-<dtype>-<stdp set>-<spikes>`).",
+        "- **Cases**: seeded, non-symmetric values (x ~ N(0.3,1), K ~ U(-0.6,1.4), d ~ N(-0.2,1)), binary spikes "
+        "(bool or float, 30 % unless the name says `-d<density>`) and positive traces; `-sim` cases feed what a "
+        "simulation does (SPEC §8: x is the pre_spike array, d_out spikes, dense traces). Each case name encodes "
+        "all of it (`s<stride>-<padding>-k<kh>x<kw>-m<H>x<W>-c<Ci>to<Co>-n<N>-<dtype>-<stdp set>-<spikes>"
+        "[-d<density>][-sim]`). Size tiers: small, large (the large tier), workload (SPEC §8 at full size).",
         "",
         "Axis values covered:",
         "",
