@@ -43,6 +43,7 @@ __all__ = [
     "registered_backends",
     "default_backends",
     "checked_precision",
+    "is_baseline",
     "ENV_VAR",
 ]
 
@@ -289,6 +290,7 @@ _BUILTIN: dict[str, str] = {
 }
 _registry: dict[str, Factory | str] = dict(_BUILTIN)
 _opt_in: set[str] = set()  # registered, but not part of "every available backend" runs
+_baselines: set[str] = {"ngclearn", "reference"}  # what benchmark reports compare the others with
 _precision: dict[str, str] = {}  # registered name -> the precision it is checked at (default "highest")
 _instances: dict[str, Backend] = {}
 _failures: dict[str, str] = {}  # name -> why it is unavailable
@@ -296,13 +298,16 @@ _errors: dict[str, str] = {}  # name -> the convstdp bug that stopped it from lo
 _lock = threading.RLock()
 
 
-def register_backend(name: str, factory: Factory | str, *, default: bool = True, precision: str = "highest") -> None:
+def register_backend(
+    name: str, factory: Factory | str, *, default: bool = True, precision: str = "highest", baseline: bool = False
+) -> None:
     """Register ``factory`` (a callable returning an implementation, or ``"pkg.mod:factory"``) as ``name``.
 
     ``default=False`` marks an opt-in backend (a reduced-precision mode, say): listed and
     selectable by name, but left out of :func:`default_backends`. ``precision`` is what the
     conformance harness checks it at (a row of its tolerance table: ``"highest"``, ``"tf32"``,
-    ``"bf16"``...): the registry says it, never the object under test (SPEC §4).
+    ``"bf16"``...): the registry says it, never the object under test (SPEC §4). ``baseline``
+    marks a peer the benchmark compares the others with (PyTorch, upstream ngc-learn).
     """
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"backend name must be a non-empty string without ':', got {name!r}")
@@ -315,9 +320,18 @@ def register_backend(name: str, factory: Factory | str, *, default: bool = True,
         else:
             _opt_in.add(name)
         _precision[name] = str(precision).lower()
+        if baseline:
+            _baselines.add(name)
+        else:
+            _baselines.discard(name)
         _instances.pop(name, None)
         _failures.pop(name, None)
         _errors.pop(name, None)
+
+
+def is_baseline(name: str) -> bool:
+    """Whether ``name`` is a baseline peer (benchmarks give "x vs baseline" columns for it)."""
+    return name in _baselines
 
 
 def checked_precision(name: str) -> str:
@@ -444,3 +458,5 @@ def available_backends() -> dict[str, str]:
 # Reduced-precision JAX modes (SPEC §4): selectable by name, never run unless asked for.
 register_backend("jax-tf32", "convstdp.fast.jax:create_tf32_backend", default=False, precision="tf32")
 register_backend("jax-bf16", "convstdp.fast.jax:create_bf16_backend", default=False, precision="bf16")
+# PyTorch: a baseline peer, run only when named (a plain torch install is a multi-GB download).
+register_backend("torch", "convstdp.fast.torch:create_backend", default=False, baseline=True)

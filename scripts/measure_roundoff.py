@@ -306,10 +306,6 @@ def measure(
     for name in impl_names:
         if name == "seq":
             impls[name] = Backend("seq", SequentialSums())
-        elif name == "torch":
-            from convstdp.bench.peers import TorchPeer, build_peer
-
-            impls[name] = build_peer("torch", TorchPeer)
         else:
             impls[name] = get_backend(name)
     ref_be = Backend("bf16-arrays", _Bf16Arrays())

@@ -87,9 +87,7 @@ def test_call_runs_every_op_on_the_reference() -> None:
 
 def _torch_peer():
     pytest.importorskip("torch")
-    from convstdp.bench.peers import TorchPeer, build_peer
-
-    return build_peer("torch", TorchPeer)
+    return get_backend("torch")
 
 
 CASES = [  # x shape, kernel shape, stride, padding: awkward on purpose
@@ -152,22 +150,22 @@ def test_torch_peer_float32_and_autograd() -> None:
 
 
 def test_torch_pads_split() -> None:
-    from convstdp.bench.peers import torch_pads
+    from convstdp.fast.torch import torch_pads
 
     assert torch_pads(5, 2, 3) == (1, 1, 0)  # crop 2 and 1: P = 1, one more at the start
     assert torch_pads(3, 4, 2) == (0, -2, 0)  # lo > k-1: zero padding at the start
     assert torch_pads(4, 3, 3) == (0, 0, 0)
 
 
-def test_ngcconv_peer_agrees_on_what_it_supports() -> None:
-    pytest.importorskip("ngclearn")
-    from convstdp.bench.peers import NgcconvPeer, build_peer
+def test_peers_are_registered_backends_flagged_as_baselines() -> None:
+    from convstdp.bench import suite
 
-    peer = build_peer("ngclearn-direct", NgcconvPeer)
-    w = workloads.select(["step/base"])[0]
-    assert verify.check(peer, w).ok
-    with pytest.raises(NotImplementedError, match="square"):
-        peer.deconv2d(np.zeros((1, 3, 3, 1), np.float32), np.zeros((2, 3, 1, 1), np.float32), stride=1)
+    assert _backends.is_baseline("torch") and _backends.is_baseline("ngclearn")
+    assert not _backends.is_baseline("numba") and "torch" not in _backends.default_backends()
+    runners = {r.name: r for r in suite.resolve_runners(["numba"], peers=["torch"])}
+    assert runners["numba"].kind == "backend" and runners["torch"].kind == "peer"
+    with pytest.raises(ValueError, match="unknown backend"):
+        suite.resolve_runners(["numba"], peers=["no-such-peer"])
 
 
 # ----------------------------------------------------------------------------- timing and checks

@@ -2,7 +2,6 @@
 
 - :mod:`~convstdp.bench.workloads`: the workloads (SPEC §8 and sweeps), inputs, FLOP counts;
   shared with the pytest-benchmark suite in ``benchmarks/``.
-- :mod:`~convstdp.bench.peers`: PyTorch CPU and ngc-learn's ``ngcconv`` as backend implementations.
 - :mod:`~convstdp.bench.timing`: first call, warm-up, interleaved sampling; :mod:`~convstdp.bench.memory`.
 - :mod:`~convstdp.bench.probe`: the measured float32 GEMM peak; :mod:`~convstdp.bench.env`.
 - :mod:`~convstdp.bench.verify`: agreement with the reference before timing.

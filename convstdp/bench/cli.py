@@ -20,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--backend",
         action="append",
         metavar="NAME",
-        help="backend to time (repeatable; any name get_backend takes, or a peer: torch); "
+        help="backend to time (repeatable; any name get_backend takes, peers such as torch included); "
         "default: every available backend",
     )
     parser.add_argument(
@@ -42,8 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--peer",
         action="append",
         metavar="NAME",
-        help="peer to time next to the backends (repeatable): ngclearn, torch, reference; "
-        "default: all that are installed",
+        help="peer to time next to the backends (repeatable; any backend name): default every registered "
+        "baseline (ngclearn, torch, reference) that is installed",
     )
     parser.add_argument("--no-peers", action="store_true", help="time only the named backends")
     parser.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.html and PNG plots here")

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from convstdp import environment
-from convstdp.bench.peers import cpu_count
+from convstdp.fast.torch import cpu_count
 
 LIBRARIES = (
     "convstdp",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convstdp.bench.suite import BASELINES
+from convstdp.bench.suite import baselines
 from convstdp.bench.workloads import OPS, SWEEP_DIMS
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
@@ -157,8 +157,9 @@ def speedup(result: dict[str, Any], out: Path) -> Path | None:
     """Speedup of each non-baseline runner over each baseline, per SPEC workload (log scale)."""
     spec = [w["name"] for w in result["workloads"] if w["group"] == "spec"]
     ok = _ok(result)
-    fast = [n for n in _measured_runners(result, spec) if n not in BASELINES]
-    bases = [b for b in BASELINES if any((w, b) in ok for w in spec)]
+    peers = baselines(result)
+    fast = [n for n in _measured_runners(result, spec) if n not in peers]
+    bases = [b for b in peers if any((w, b) in ok for w in spec)]
     pairs = [(f, b) for f in fast for b in bases]
     if not spec or not pairs:
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convstdp.bench.memory import headline
-from convstdp.bench.suite import BASELINES
+from convstdp.bench.suite import baselines
 from convstdp.bench.workloads import OPS, SWEEP_DIMS
 
 MIB = 1024 * 1024
@@ -73,7 +73,7 @@ def _runner_names(result: dict[str, Any]) -> list[str]:
 
 def _baselines(result: dict[str, Any], exclude: str | None = None) -> list[str]:
     avail = {r["name"] for r in result["runners"] if r["available"]}
-    return [b for b in BASELINES if b in avail and b != exclude]
+    return [b for b in baselines(result) if b in avail and b != exclude]
 
 
 def status_text(r: dict[str, Any]) -> str:
@@ -243,7 +243,7 @@ def _headline(result: dict[str, Any]) -> Section:
     """Speedup of each non-baseline runner against each baseline, SPEC workloads."""
     res = _results(result)
     spec = [w for w in result["workloads"] if w["group"] == "spec"]
-    fast = [r["name"] for r in result["runners"] if r["available"] and r["name"] not in BASELINES]
+    fast = [r["name"] for r in result["runners"] if r["available"] and r["kind"] != "peer"]
     rows = []
     for w in spec:
         for f in fast:

@@ -13,44 +13,31 @@ from typing import Any
 
 from convstdp import backends as _backends
 from convstdp.bench import env, probe, verify
-from convstdp.bench.peers import FALLBACKS, PEERS, build_peer
 from convstdp.bench.timing import Measurement, Runner, Settings, bench_workload
 from convstdp.bench.workloads import Workload
 
 SCHEMA = "convstdp-bench/1"
-# Runners every other one is compared with ("× vs ..." columns), when present.
-BASELINES = ("ngclearn", "torch", "reference")
 
 
-def _backend_runner(name: str) -> Runner:
+def _runner(name: str) -> Runner:
+    """A registered backend (or ``package.module:factory``) as a runner; a baseline peer when the
+    registry flags it so (PyTorch, upstream ngc-learn, the reference)."""
+    kind = "peer" if _backends.is_baseline(name) else "backend"
     try:
         be = _backends.get_backend(name)
     except _backends.BackendUnavailable as err:
-        return Runner(name, "backend", reason=str(err))
-    except ValueError as err:
-        raise ValueError(f"{err}; peers: {', '.join([*PEERS, *FALLBACKS])}") from None
-    return Runner(name, "peer" if name in BASELINES else "backend", be, type(be.impl).__module__)
-
-
-def _peer_runner(name: str) -> Runner:
-    factory = PEERS.get(name) or FALLBACKS[name]
-    try:
-        be = build_peer(name, factory)
-    except _backends.BackendUnavailable as err:
-        return Runner(name, "peer", reason=str(err))
-    except Exception as err:  # a broken peer is reported, not fatal
-        return Runner(name, "peer", reason=f"failed to start: {type(err).__name__}: {err}")
-    return Runner(name, "peer", be, f"{type(be.impl).__module__}.{type(be.impl).__name__}")
+        return Runner(name, kind, reason=str(err))
+    return Runner(name, kind, be, f"{type(be.impl).__module__}.{type(be.impl).__name__}")
 
 
 def resolve_runners(backend_names: Sequence[str] | None = None, peers: bool | Sequence[str] = True) -> list[Runner]:
-    """Runners in report order: fast backends, then peers (ngclearn, torch), the reference last.
+    """Runners in report order: fast backends, then the baseline peers, the reference last.
 
     Without ``backend_names``: every registered backend that runs by default (unavailable ones
-    are kept, with their reason, so the report says why they are missing). A name that is a
-    peer (``"torch"``) selects that peer. ``peers``: ``True`` for every peer, a list of names,
-    or ``False`` for none. The ngclearn peer is ngc-learn's ``ngcconv`` called directly, used
-    only when the ``ngclearn`` backend (convstdp's adapter) cannot be loaded.
+    are kept, with their reason, so the report says why they are missing). ``peers``: ``True`` for
+    every registered baseline (:func:`convstdp.backends.is_baseline`), a list of names, or
+    ``False`` for none. Peers are backends: any name ``get_backend`` takes works in either list;
+    an unknown one raises ``ValueError``.
     """
     if backend_names:
         names = list(dict.fromkeys(backend_names))
@@ -58,31 +45,18 @@ def resolve_runners(backend_names: Sequence[str] | None = None, peers: bool | Se
         status = _backends.available_backends()
         default = set(_backends.default_backends())
         names = [n for n in status if n in default or status[n] != "ok"]
-    runners: dict[str, Runner] = {}
-    for name in names:
-        if name in PEERS or (name in FALLBACKS and name not in _backends.registered_backends()):
-            runners[name] = _peer_runner(name)
-        else:
-            runners[name] = _backend_runner(name)
-    wanted = list(BASELINES) if peers is True else list(peers or [])
-    for name in wanted:
-        if name in runners and runners[name].available:
-            continue
-        if name in FALLBACKS:  # convstdp's adapter first; ngc-learn's functions if it cannot load
-            primary = runners.get(name) or (_backend_runner(name) if name in _backends.registered_backends() else None)
-            if primary is not None and primary.available:
-                runners[name] = primary
-                continue
-            fb = _peer_runner(name)
-            if fb.available and primary is not None:
-                fb.source += f" (convstdp's {name!r} backend is unavailable: {primary.reason})"
-            runners[name] = fb if fb.available or primary is None else primary
-        elif name in PEERS:
-            runners[name] = _peer_runner(name)
-        elif name not in runners:
-            runners[name] = _backend_runner(name)
-    order = lambda r: (r.name == "reference", r.kind == "peer", BASELINES.index(r.name) if r.name in BASELINES else -1)  # noqa: E731
+    if peers is True:
+        names += [n for n in _backends.registered_backends() if _backends.is_baseline(n)]
+    else:
+        names += list(peers or [])
+    runners = {name: _runner(name) for name in dict.fromkeys(names)}
+    order = lambda r: (r.name == "reference", r.kind == "peer")  # noqa: E731
     return sorted(runners.values(), key=order)
+
+
+def baselines(result: dict[str, Any]) -> list[str]:
+    """The baseline peers of a run's result, in report order (what "x vs ..." columns compare with)."""
+    return [r["name"] for r in result["runners"] if r["kind"] == "peer"]
 
 
 def runner_info(r: Runner) -> dict[str, Any]:

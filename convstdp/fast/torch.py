@@ -1,9 +1,8 @@
-"""Peers timed next to the backends: PyTorch CPU, and ngc-learn's own ``ngcconv`` functions.
+"""PyTorch as a backend (``get_backend("torch")``): the baseline users compare against.
 
-Each peer is a backend *implementation* (the four operators on normalised arguments, see
-:mod:`convstdp.backends`), so it is wrapped in :class:`convstdp.Backend` and validated, composed
-into an STDP step and checked against the reference exactly like a backend. Libraries are
-imported when a peer is built, never at import time.
+Registered opt-in and flagged as a baseline (:func:`convstdp.backends.is_baseline`): it runs only
+when named, and benchmark reports compare the other runners with it. It takes and returns NHWC
+NumPy arrays like every backend, converting to PyTorch's NCHW layout inside each call.
 
 PyTorch: SPEC §3 pairs input ``h`` and tap ``a`` at ``p = h*s + lo - a``; ``conv_transpose2d``
 pairs them at ``p = h*s - P + a``. So the kernel is flipped (``a -> k-1-a``) and laid out
@@ -17,13 +16,14 @@ that no forward pass is recomputed for them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from convstdp import geometry
-from convstdp.backends import Backend, BackendUnavailable
+from convstdp.backends import BackendUnavailable
+
+__all__ = ["TorchBackend", "create_backend", "torch_pads", "cpu_count"]
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -34,9 +34,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-# ----------------------------------------------------------------------------- PyTorch
 
 
 def torch_pads(k: int, lo: int, hi: int) -> tuple[int, int, int]:
@@ -50,11 +47,10 @@ def torch_pads(k: int, lo: int, hi: int) -> tuple[int, int, int]:
     return p, c_lo - p, c_hi - p
 
 
-class TorchPeer:
+class TorchBackend:
     """PyTorch CPU: ``conv_transpose2d`` (flipped kernel) and its autograd derivatives."""
 
     name = "torch"
-    precision = "highest"
 
     def __init__(self, threads: int | None = None) -> None:
         import torch
@@ -188,127 +184,12 @@ class TorchPeer:
             return y, w_new.numpy(), dw.numpy(), self._nhwc(dx)
 
 
-# ----------------------------------------------------------------------------- ngc-learn (direct)
-
-
-class NgcconvPeer:
-    """ngc-learn's ``ngcconv`` functions, called as ``TraceSTDPDeconvSynapse`` calls them.
-
-    Only what the seed supports: square kernels and strides, ``"SAME"``/``"VALID"`` padding
-    (explicit pads are mapped back to those strings when they match, else ``NotImplementedError``).
-    Returns ``jax.Array``.
-    """
-
-    name = "ngclearn"
-    precision = "highest"
-
-    def __init__(self) -> None:
-        import jax
-        from ngclearn.components.synapses.convolution import ngcconv
-
-        try:
-            from importlib.metadata import version
-
-            ver = version("ngclearn")
-        except Exception:  # pragma: no cover - metadata missing
-            ver = "?"
-        self.jax, self.jnp, self.ngc = jax, jax.numpy, ngcconv
-        self.version = f"ngclearn {ver} (ngcconv direct), jax {jax.__version__}"
-        self._shapes: dict[tuple, tuple[tuple[int, int], tuple[int, int]]] = {}
-
-    def devices(self) -> list[str]:
-        return [str(d) for d in self.jax.devices()]
-
-    def _mode(self, kernel_size, stride, padding: Pads) -> tuple[int, int, str]:
-        k, s = kernel_size[0], stride[0]
-        if kernel_size[1] != k or stride[1] != s:
-            raise NotImplementedError("ngc-learn supports square kernels and strides only")
-        for mode in ("SAME", "VALID"):
-            if geometry.resolve_pads((k, k), (s, s), mode) == padding:
-                return k, s, mode
-        raise NotImplementedError(f"ngc-learn supports SAME/VALID padding only, not pads {padding}")
-
-    def _deltas(self, x_shape, kernel, s: int, mode: str):
-        """``delta_shape`` and ``x_delta_shape`` as ``TraceSTDPDeconvSynapse._init`` derives them."""
-        key = (tuple(x_shape), tuple(kernel.shape), s, mode)
-        if key not in self._shapes:
-            k = kernel.shape[0]
-            _x = self.jnp.zeros(x_shape, self.jnp.float32)
-            _d = self.ngc.deconv2d(_x, kernel, stride_size=s, padding=mode) * 0
-            _dk = self.ngc._calc_dK_deconv(_x, _d, stride_size=s, out_size=k)
-            delta = (abs(_dk.shape[0] - k), abs(_dk.shape[1] - k))
-            _dx = self.ngc._calc_dX_deconv(kernel, _d, stride_size=s, padding=mode)
-            self._shapes[key] = (delta, (_dx.shape[1] - x_shape[1], _dx.shape[2] - x_shape[2]))
-        return self._shapes[key]
-
-    def _f(self, a: Any, dt: np.dtype) -> Any:
-        return self.jnp.asarray(a, dtype=dt)
-
-    def deconv2d(self, x, kernel, *, stride, padding):
-        k, s, mode = self._mode(kernel.shape[:2], stride, padding)
-        dt = geometry.result_dtype(np.dtype(x.dtype), np.dtype(kernel.dtype))
-        return self.ngc.deconv2d(self._f(x, dt), self._f(kernel, dt), stride_size=s, padding=mode)
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        k, s, mode = self._mode(kernel_size, stride, padding)
-        dt = geometry.result_dtype(np.dtype(x.dtype), np.dtype(d_out.dtype))
-        kernel = self.jnp.zeros((k, k, x.shape[3], d_out.shape[3]), dt)
-        delta, _ = self._deltas(x.shape, kernel, s, mode)
-        return self.ngc.calc_dK_deconv(
-            self._f(x, dt), self._f(d_out, dt), delta_shape=delta, stride_size=s, out_size=k, padding=mode
-        )
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        k, s, mode = self._mode(kernel.shape[:2], stride, padding)
-        dt = geometry.result_dtype(np.dtype(kernel.dtype), np.dtype(d_out.dtype))
-        _, xdelta = self._deltas(input_shape, self._f(kernel, dt), s, mode)
-        return self.ngc.calc_dX_deconv(
-            self._f(kernel, dt), self._f(d_out, dt), delta_shape=xdelta, stride_size=s, padding=mode
-        )
-
-    def stdp_update(
-        self,
-        kernel,
-        pre_spike,
-        pre_trace,
-        post_spike,
-        post_trace,
-        *,
-        stride,
-        padding,
-        A_plus,
-        A_minus,
-        eta,
-        pretrace_target,
-        w_decay,
-        w_bound,
-    ):
-        k, s, mode = self._mode(kernel.shape[:2], stride, padding)
-        dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in (kernel, pre_spike, pre_trace, post_spike, post_trace)))
-        w = self._f(kernel, dt)
-        delta, _ = self._deltas(pre_spike.shape, w, s, mode)
-        dk = lambda a, b: self.ngc.calc_dK_deconv(  # noqa: E731
-            a, b, delta_shape=delta, stride_size=s, out_size=k, padding=mode
-        )
-        dw = dk(self._f(pre_trace, dt) - pretrace_target, self._f(post_spike, dt) * A_plus) - dk(
-            self._f(pre_spike, dt), self._f(post_trace, dt) * A_minus
-        )
-        w_new = w + dw * eta - (w * w_decay if w_decay > 0 else 0)
-        if w_bound > 0:
-            w_new = self.jnp.clip(w_new, 0.01, w_bound - 0.01)
-        return w_new, dw
-
-
-# ----------------------------------------------------------------------------- registry
-
-PEERS: dict[str, Callable[[], Any]] = {"torch": TorchPeer}
-# Used under the name "ngclearn" only when the convstdp "ngclearn" backend cannot be loaded.
-FALLBACKS: dict[str, Callable[[], Any]] = {"ngclearn": NgcconvPeer}
-
-
-def build_peer(name: str, factory: Callable[[], Any]) -> Backend:
-    """A peer wrapped as a validated :class:`Backend`; raises ``BackendUnavailable`` with the reason."""
+def create_backend() -> TorchBackend:
+    """The ``"torch"`` backend; :class:`BackendUnavailable` when PyTorch cannot be imported."""
     try:
-        return Backend(name, factory())
+        import torch  # noqa: F401
     except ImportError as err:
-        raise BackendUnavailable(f"{err.name or 'a required library'} is not installed ({err})") from err
+        raise BackendUnavailable(
+            f"torch is not installed ({err}); pip install torch (CPU build: pip install torch==2.13.0 here)"
+        ) from err
+    return TorchBackend()
