@@ -117,13 +117,8 @@ import jax
 import convstdp
 from convstdp.backends import Backend
 from convstdp.fast.jax import JaxBackend
+from convstdp.conformance.cases import SPEC_WORKLOADS, make_inputs, parse_case
 
-WORKLOADS = {  # SPEC §8: N, H=W, Ci, Co, k, stride, padding
-    "online-decoder": (1, 14, 16, 1, 5, 2, "SAME"),
-    "batch-mid": (32, 28, 8, 16, 5, 1, "SAME"),
-    "batch-large": (64, 32, 32, 32, 3, 2, "VALID"),
-    "gpu-large": (256, 32, 64, 64, 5, 2, "SAME"),
-}
 runners = {
     "ngclearn": convstdp.get_backend("ngclearn"),
     "jax (auto)": convstdp.get_backend("jax"),  # "conv" on GPU
@@ -137,20 +132,12 @@ budget = float(os.environ.get("FORM_BUDGET", "3"))
 print(f"device: {jax.devices()[0]}; budget {budget}s per workload")
 print(f"{'workload':16s} {'runner':12s} {'compile s':>9s} {'median ms':>10s} {'min ms':>9s} {'vs ngclearn':>11s}")
 for name in os.environ["FORM_WORKLOADS"].split():
-    n, h, ci, co, k, s, pad = WORKLOADS[name]
-    rng = np.random.default_rng(0)
-    ho = h * s if pad == "SAME" else h * s + max(k - s, 0)  # SPEC §2
-    x = jax.numpy.asarray((rng.random((n, h, h, ci)) < 0.1).astype(np.float32))
-    post = (n, ho, ho, co)
-    args = [
-        jax.numpy.asarray(a)
-        for a in (
-            (rng.standard_normal((k, k, ci, co)) * 0.1).astype(np.float32), x, x,
-            rng.random(x.shape).astype(np.float32),
-            (rng.random(post) < 0.1).astype(np.float32), rng.random(post).astype(np.float32),
-        )
-    ]
-    kw = dict(stride=s, padding=pad, A_plus=1.0, A_minus=0.6, eta=0.01)
+    case = parse_case(SPEC_WORKLOADS[name])  # SPEC §8 as the package defines it: geometry, density, inputs
+    i = make_inputs(case)
+    names = ("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace")
+    args = [jax.numpy.asarray(i[a]) for a in names]
+    s, pad = case.stride, case.padding
+    kw = dict(stride=s, padding=pad, **case.params)
     compile_s, times = {}, {r: [] for r in runners}
     for r, be in runners.items():
         t = time.perf_counter(); jax.block_until_ready(be.stdp_step(*args, **kw)); compile_s[r] = time.perf_counter() - t
