@@ -502,3 +502,20 @@ def test_our_own_module_missing_is_a_bug_not_unavailable(monkeypatch):
     with pytest.raises(backends.BackendError, match=r"convstdp\.fast\.jax.*a bug in convstdp"):
         backends.get_backend("jax")
     assert backends.available_backends()["jax"].startswith("error: ImportError")
+
+
+def test_negative_pads_with_stride_compile_without_aborting() -> None:
+    """XLA's CPU simplifier aborted the process (SIGABRT) on a dilated input cropped after the
+    convolution; these full-grid cases crashed before negative pads became one ``lax.pad``."""
+    import subprocess
+    import sys
+
+    crashed = [
+        "s2-neg3.0.m2.0-k3x2-m2x3-c2to3-n1-f32-clip-bool",
+        "s2-neg0.m2.m1.5-k2x5-m7x4-c4to4-n3-f32-target-bool",
+        "s3x2-neg1.3.m1.0-k3x2-m2x3-c4to4-n1-f32-sim-bool",
+    ]
+    cmd = [sys.executable, "-m", "convstdp", "conformance", "--backend", "jax", "-q"]
+    cmd += [a for c in crashed for a in ("--case", c)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -88,25 +88,24 @@ def _conv(
     dims: tuple[str, str, str] = _NHWC,
 ) -> jnp.ndarray:
     """``conv_general_dilated`` with negative pads applied as crops (spatial axes are 1 and 2 of
-    every layout used here)."""
+    every layout used here).
+
+    With a negative pad the input is dilated, padded and cropped by one ``lax.pad`` (interior
+    padding = dilation - 1; a negative edge pad crops the dilated input, SPEC §2's meaning) and
+    the convolution gets neither pads nor dilation. Two XLA CPU bugs make this the only safe
+    route: negative pads inside ``conv_general_dilated`` return garbage, and a dilated input
+    cropped after the fact aborts the compiler (``AlgebraicSimplifier``: "Window dimensions do
+    not match RHS shape", e.g. stride 2, pads ((3, 0), (-2, 0)), kernel 3x2 on a 2x3 map).
+    """
     out_dtype = jnp.result_type(lhs.dtype, rhs.dtype)
-    neg = any(lo < 0 or hi < 0 for lo, hi in pads)
-    crop_out = None
-    if neg:
-        if lhs_dilation == (1, 1) and any(
-            -min(lo, 0) - min(hi, 0) > n for (lo, hi), n in zip(pads, lhs.shape[1:3], strict=True)
-        ):
-            # The crops reach past the input into the other side's pad (e.g. (2, -2) on a one-pixel
-            # map): one lax.pad with the pads as given is well defined; cropping first is not.
-            lhs = _pad_spatial(lhs, tuple(pads))
-            pads = [(0, 0), (0, 0)]
-        elif lhs_dilation == (1, 1):
-            lhs = _pad_spatial(lhs, tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads))
-        else:  # the pads apply to the dilated input: compute uncropped, crop the output
-            crop_out = tuple((min(lo, 0), min(hi, 0)) for lo, hi in pads)
-        pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        cfg = [(0, 0, 0)] * lhs.ndim
+        for axis, (lo, hi), d in zip((1, 2), pads, lhs_dilation, strict=True):
+            cfg[axis] = (lo, hi, d - 1)
+        lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), cfg)
+        pads, lhs_dilation = [(0, 0), (0, 0)], (1, 1)
     a, b = num.operands(lhs, rhs)
-    out = lax.conv_general_dilated(
+    return lax.conv_general_dilated(
         a,
         b,
         strides,
@@ -117,9 +116,6 @@ def _conv(
         precision=num.precision,
         preferred_element_type=out_dtype,
     )
-    if crop_out is not None:
-        out = _pad_spatial(out, crop_out)
-    return out
 
 
 def _dot(a: jnp.ndarray, b: jnp.ndarray, contract: tuple[int, int], num: Numerics) -> jnp.ndarray:
