@@ -346,7 +346,8 @@ def case_from_text(text: str) -> Case:
 # ----------------------------------------------------------------------------- values
 
 
-def _dtype(case: Case, role: str) -> type:
+def dtype_of(case: Case, role: str) -> type:
+    """The dtype of input ``role`` (``"x"``, ``"kernel"``, ``"d_out"``, ...) in ``case``."""
     if case.dtype == "mix":
         return _MIX[role]
     return _DTYPE_OF[case.dtype]
@@ -356,7 +357,7 @@ def _spikes(rng: np.random.Generator, shape: tuple[int, ...], density: float, ca
     s = rng.random(shape) < density
     if s.size and not s.any():
         s.flat[rng.integers(s.size)] = True  # never an all-silent map: it would hide bugs
-    return s if case.spikes == "bool" else s.astype(_dtype(case, "spike"))
+    return s if case.spikes == "bool" else s.astype(dtype_of(case, "spike"))
 
 
 def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
@@ -377,22 +378,22 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
         pre = _spikes(rng, xs, case.density, case)
         return {
             "x": pre,  # the step's input is the presynaptic spike train itself, one array, as in the seed
-            "kernel": (rng.random(ks) * 0.5 + 0.01).astype(_dtype(case, "kernel")),
+            "kernel": (rng.random(ks) * 0.5 + 0.01).astype(dtype_of(case, "kernel")),
             # postsynaptic activity, a third as dense: a decoder's output fires less than its input
-            "d_out": (rng.random(ys) < case.density / 3).astype(_dtype(case, "d_out")),
+            "d_out": (rng.random(ys) < case.density / 3).astype(dtype_of(case, "d_out")),
             "pre_spike": pre,
-            "pre_trace": rng.uniform(0.0, 1.0, xs).astype(_dtype(case, "pre_trace")),
+            "pre_trace": rng.uniform(0.0, 1.0, xs).astype(dtype_of(case, "pre_trace")),
             "post_spike": _spikes(rng, ys, case.density, case),
-            "post_trace": rng.uniform(0.0, 1.0, ys).astype(_dtype(case, "post_trace")),
+            "post_trace": rng.uniform(0.0, 1.0, ys).astype(dtype_of(case, "post_trace")),
         }
     return {
-        "x": (rng.standard_normal(xs) + 0.3).astype(_dtype(case, "x")),
-        "kernel": rng.uniform(-0.6, 1.4, ks).astype(_dtype(case, "kernel")),
-        "d_out": (rng.standard_normal(ys) - 0.2).astype(_dtype(case, "d_out")),
+        "x": (rng.standard_normal(xs) + 0.3).astype(dtype_of(case, "x")),
+        "kernel": rng.uniform(-0.6, 1.4, ks).astype(dtype_of(case, "kernel")),
+        "d_out": (rng.standard_normal(ys) - 0.2).astype(dtype_of(case, "d_out")),
         "pre_spike": _spikes(rng, xs, case.density, case),
-        "pre_trace": rng.uniform(0.0, 1.0, xs).astype(_dtype(case, "pre_trace")),
+        "pre_trace": rng.uniform(0.0, 1.0, xs).astype(dtype_of(case, "pre_trace")),
         "post_spike": _spikes(rng, ys, case.density, case),
-        "post_trace": rng.uniform(0.0, 1.0, ys).astype(_dtype(case, "post_trace")),
+        "post_trace": rng.uniform(0.0, 1.0, ys).astype(dtype_of(case, "post_trace")),
     }
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from convstdp import paths
 from convstdp.conformance import tolerance as tol
-from convstdp.conformance.cases import Case, make_inputs
+from convstdp.conformance.cases import Case, dtype_of
 from convstdp.conformance.expectation import Expectation, Expected, _f64, expect
 from convstdp.conformance.operators import OPERATOR_NAMES, OPERATORS, OPS, Inputs, Operator
 
@@ -365,12 +365,10 @@ def adjoint_inputs(case: Case, seed: int) -> Inputs:
     values the operators were checked on (so the identities are a second route to the truth)."""
     g = case.geometry()
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(f"adjoint/{case.name}".encode())])
-    base = make_inputs(case, seed)
     return {
-        **base,
-        "x": rng.standard_normal(g.x_shape).astype(base["x"].dtype),
-        "kernel": rng.standard_normal(g.kernel_shape).astype(base["kernel"].dtype),
-        "d_out": rng.standard_normal(g.y_shape).astype(base["d_out"].dtype),
+        "x": rng.standard_normal(g.x_shape).astype(dtype_of(case, "x")),
+        "kernel": rng.standard_normal(g.kernel_shape).astype(dtype_of(case, "kernel")),
+        "d_out": rng.standard_normal(g.y_shape).astype(dtype_of(case, "d_out")),
     }
 
 
