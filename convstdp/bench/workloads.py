@@ -147,17 +147,6 @@ def _sweep_params(dim: str, value: float) -> dict[str, Any]:
     return p
 
 
-def sweep_value(w: Workload, dim: str) -> float:
-    """The value of sweep dimension ``dim`` at workload ``w``."""
-    return {
-        "batch": w.batch,
-        "map": w.size,
-        "channels": w.cin,
-        "kernel": w.k,
-        "density": w.density,
-    }[dim]
-
-
 def sweep_workloads(ops: Sequence[str] = OPS) -> list[Workload]:
     """Sweep points for each op; the shared base point appears once per op, named ``op/base``."""
     out = []

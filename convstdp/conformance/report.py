@@ -161,12 +161,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not np.isfinite(v):
-        return str(v)
-    return v
-
-
 def to_json(
     runs: Sequence[BackendRun],
     cases: Sequence[Case],
