@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 from convstdp.bench.workloads import SPEC_WORKLOADS, select
 from convstdp.cliargs import positive, unwritable
+from convstdp.progress import Progress
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,54 +86,6 @@ def _has_gpu() -> bool:
         return False
 
 
-class _Progress:
-    """rich's progress bar on a terminal (when installed), else one line per workload on stderr."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.done, self.t0 = total, enabled, 0, time.perf_counter()
-        self.bar: Any = None
-        if enabled and sys.stderr.isatty():  # a log file gets plain lines instead of a redrawn bar
-            try:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-                self.bar = Progress(
-                    TextColumn("[bold]bench"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.description}"),
-                    console=Console(stderr=True),
-                )
-            except ImportError:
-                self.bar = None
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.start()
-            self.task = self.bar.add_task("starting", total=self.total)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def step(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=text)
-
-    def workload(self, w: Any) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.advance(self.task)
-        elif self.enabled:
-            print(
-                f"[{self.done}/{self.total}] {w.name} done ({time.perf_counter() - self.t0:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; print the summary; write the report when ``--out`` is given."""
     from convstdp.bench import report, suite
@@ -159,8 +111,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"convstdp bench: {err}", file=sys.stderr)
         return 2
     st = _settings(args)
-    with _Progress(len(workloads), not args.no_progress) as prog:
-        result = suite.run(workloads, runners, st, quick_probe=args.quick, on_step=prog.step, on_workload=prog.workload)
+    with Progress(len(workloads), "bench", False if args.no_progress else None, lines=True) as prog:
+        result = suite.run(
+            workloads,
+            runners,
+            st,
+            quick_probe=args.quick,
+            on_step=prog.describe,
+            on_workload=lambda w: prog.advance(w.name),
+        )
     print(report.summary_text(result))
     if args.out:
         paths = report.write(result, args.out, plots=not args.no_plots)

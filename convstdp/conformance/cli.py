@@ -16,6 +16,7 @@ from convstdp.cliargs import positive, unwritable
 from convstdp.conformance.cases import GRIDS, Case, case_from_text, grid
 from convstdp.conformance.operators import OPERATOR_NAMES
 from convstdp.conformance.tolerance import POLICY
+from convstdp.progress import Progress
 
 __all__ = ["configure", "main"]
 
@@ -140,12 +141,11 @@ def _load(args: argparse.Namespace, names: list[str]) -> tuple[list[Any], dict[s
 
 
 def _self_test(args: argparse.Namespace, cases: list[Case], progress_on: bool | None) -> tuple[dict[str, Any], Any]:
-    from convstdp.conformance import harness
     from convstdp.conformance import report as rep
     from convstdp.conformance.broken import BUGS, self_test
 
     st_cases = cases or list(grid("quick"))
-    bar = harness.Progress(len(st_cases) * (len(BUGS) + 1), "self-test", progress_on)
+    bar = Progress(len(st_cases) * (len(BUGS) + 1), "self-test", progress_on)
     rows, control = self_test(st_cases, seed=args.seed, progress=bar)
     bar.close()
     caught = sum(r.caught for r in rows)
@@ -253,7 +253,7 @@ def main(args: argparse.Namespace) -> int:
             from convstdp.conformance.randomized import run_random
 
             random_cases: dict[str, Case] = {}
-            bar = harness.Progress(args.examples * len(backends), "random", progress_on)
+            bar = Progress(args.examples * len(backends), "random", progress_on)
             for be in backends:
                 br, minimal = run_random(
                     be, examples=args.examples, seed=args.seed, operators=ops, progress=bar, precision=args.precision
@@ -266,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
             bar.close()
             cases = list(random_cases.values())
         elif args.isolate:
-            bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
+            bar = Progress(len(cases) * len(backends), "conformance", progress_on)
             iso = harness.run_isolated(
                 [be.name for be in backends],
                 cases,
@@ -287,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
                     print(f"convstdp conformance: error: {reason}", file=sys.stderr)
                 return 2
         else:
-            bar = harness.Progress(len(cases) * len(backends), "conformance", progress_on)
+            bar = Progress(len(cases) * len(backends), "conformance", progress_on)
             runs += harness.run(backends, cases, seed=args.seed, operators=ops, progress=bar, precision=args.precision)
             bar.close()
 

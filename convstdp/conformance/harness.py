@@ -22,6 +22,7 @@ from convstdp import backends as _backends
 from convstdp import paths as _paths
 from convstdp.conformance.cases import Case, make_inputs
 from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
+from convstdp.progress import Progress
 
 __all__ = ["BackendRun", "run", "run_isolated", "Progress", "resolve_backends"]
 
@@ -123,51 +124,6 @@ class NamedOnly:
     """A backend known by name only (``--isolate``: it is loaded in the child, not here)."""
 
     name: str
-
-
-class Progress:
-    """A progress bar on stderr: rich when installed and stderr is a TTY, a plain counter on a
-    TTY without rich, nothing otherwise (logs stay clean)."""
-
-    def __init__(self, total: int, label: str = "conformance", enabled: bool | None = None) -> None:
-        self.total, self.done, self.label = total, 0, label
-        tty = sys.stderr.isatty()
-        self.enabled = tty if enabled is None else enabled
-        self._rich: Any = None
-        self._task: Any = None
-        if self.enabled and tty:
-            try:
-                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-                from rich.progress import Progress as RichProgress
-
-                self._rich = RichProgress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.fields[what]}"),
-                    transient=True,
-                )
-                self._rich.start()
-                self._task = self._rich.add_task(label, total=total, what="")
-            except ImportError:
-                self._rich = None
-
-    def advance(self, what: str = "", n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self._rich is not None:
-            self._rich.update(self._task, advance=n, what=what[:48])
-        else:
-            sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} {what[:60]:<60}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-        elif self.enabled:
-            sys.stderr.write("\n")
 
 
 def run(
