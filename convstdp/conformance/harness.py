@@ -126,6 +126,22 @@ class NamedOnly:
     name: str
 
 
+# Every case has new shapes, so a JIT backend compiles new programs for each; XLA's CPU executables
+# hold memory maps, and after about 1700 full-grid cases (some 8000 programs) one process ran out of
+# them ("LLVM compilation error: Cannot allocate memory", then SIGSEGV). Nothing is reused across
+# cases, so dropping the caches now and then costs nothing.
+CLEAR_CACHES_EVERY = 200
+_cases_run = 0
+
+
+def _bound_compile_caches() -> None:
+    global _cases_run
+    _cases_run += 1
+    jax = sys.modules.get("jax")
+    if jax is not None and _cases_run % CLEAR_CACHES_EVERY == 0:
+        jax.clear_caches()
+
+
 def run(
     backends: Sequence[Any],
     cases: Iterable[Case],
@@ -147,6 +163,7 @@ def run(
     runs = [BackendRun(be.name, info=backend_info(be, precision)) for be in backends]
     ops = tuple(operators or OPERATOR_NAMES)
     for case in cases:
+        _bound_compile_caches()
         active = [(be, r) for be, r in zip(backends, runs, strict=True) if not r.stopped_early]
         if not active:
             break
