@@ -597,14 +597,10 @@ def check_stdp_step(
     padding: PaddingLike,
 ) -> Geometry:
     """Validate the SPEC §8 step: ``stdp_update``'s arrays plus ``x``, shaped like ``pre_spike``."""
-    st, mode = normalize_stride(stride), normalize_padding(padding)
-    arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
-    sigs = tuple(map(_sig, arrays))
+    g = check_stdp_update(kernel, pre_spike, pre_trace, post_spike, post_trace, stride, padding)
     xsig = _sig(x)
-    key = ("stdp_step", sigs, xsig, st, mode)
-    g = _MEMO.get(key)
-    if g is None:
-        g = _stdp_geometry(arrays, sigs, st, mode)
+    key = ("stdp_step x", xsig, g)
+    if key not in _MEMO:
         xs = _shape4("x", x, xsig, "(N, H, W, Ci)")
         if xs != g.x_shape:
             raise ValueError(f"x has shape {xs} but pre_spike has {g.x_shape}; both are (N, H, W, Ci)")
