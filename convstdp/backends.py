@@ -6,7 +6,7 @@ A backend *implementation* is any object with the four operators of :class:`Back
 
 - ``stride`` as ``(sh, sw)``; ``padding`` as explicit pads ``((lo_h, hi_h), (lo_w, hi_w))``;
 - ``kernel_size`` as ``(kh, kw)``; ``input_shape`` as the full ``(N, H, W, Ci)``;
-- the STDP scalars as ``float``.
+- the STDP scalars as one :class:`~convstdp.geometry.StdpParams` (``params``), floats by name.
 
 So an implementation writes only the math, for explicit pads. It must return the SPEC §4 result
 dtype itself and never modify its inputs: the wrapper does not paper over either, because the
@@ -84,12 +84,7 @@ class BackendImpl(Protocol):
         *,
         stride: Any,
         padding: Any,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: geometry.StdpParams,
     ) -> tuple[Any, Any]: ...
 
 
@@ -195,10 +190,10 @@ class Backend:
         """Trace-STDP step → ``(W', dW)``, both ``(kh,kw,Ci,Co)``; ``pre_*`` x-shaped, ``post_*`` y-shaped."""
         arrays = _stdp_arrays(kernel, pre_spike, pre_trace, post_spike, post_trace)
         g = geometry.check_stdp_update(*arrays, stride, padding)
-        scalars = geometry.check_stdp_scalars(
+        params = geometry.check_stdp_params(
             A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
         )
-        return self.impl.stdp_update(*arrays, stride=g.stride, padding=g.pads, **scalars)
+        return self.impl.stdp_update(*arrays, stride=g.stride, padding=g.pads, params=params)
 
     def stdp_step(
         self,
@@ -228,23 +223,14 @@ class Backend:
         arrays = _stdp_arrays(kernel, pre_spike, pre_trace, post_spike, post_trace)
         x = _array("x", x)
         g = geometry.check_stdp_step(arrays[0], x, *arrays[1:], stride, padding)
-        params = dict(
-            stride=g.stride,
-            padding=g.pads,
-            **geometry.check_stdp_scalars(
-                A_plus=A_plus,
-                A_minus=A_minus,
-                eta=eta,
-                pretrace_target=pretrace_target,
-                w_decay=w_decay,
-                w_bound=w_bound,
-            ),
+        params = geometry.check_stdp_params(
+            A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
         )
         fused = getattr(self.impl, "stdp_step", None)
         if callable(fused):
-            return fused(arrays[0], x, *arrays[1:], **params)
+            return fused(arrays[0], x, *arrays[1:], stride=g.stride, padding=g.pads, params=params)
         y = self.impl.deconv2d(x, arrays[0], stride=g.stride, padding=g.pads)
-        w_new, dw = self.impl.stdp_update(*arrays, **params)
+        w_new, dw = self.impl.stdp_update(*arrays, stride=g.stride, padding=g.pads, params=params)
         dx = self.impl.deconv2d_dx(w_new, arrays[3], stride=g.stride, padding=g.pads, input_shape=g.x_shape)
         return y, w_new, dw, dx
 

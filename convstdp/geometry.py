@@ -24,7 +24,7 @@ import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,7 +53,8 @@ __all__ = [
     "check_stdp_step",
     "check_dtype",
     "check_scalar",
-    "check_stdp_scalars",
+    "check_stdp_params",
+    "StdpParams",
 ]
 
 
@@ -534,9 +535,25 @@ def check_scalar(name: str, value: Any) -> float:
         raise ValueError(f"{name} is too large for a float: {_show(value)}") from None
 
 
-def check_stdp_scalars(**scalars: Any) -> dict[str, float]:
-    """``A_plus``, ``A_minus``, ``eta``, ``pretrace_target``, ``w_decay``, ``w_bound`` → floats, by name."""
-    return {name: check_scalar(name, value) for name, value in scalars.items()}
+class StdpParams(NamedTuple):
+    """The trace-STDP scalars of SPEC §3, as floats: the one value implementations receive.
+
+    A ``NamedTuple`` is a JAX pytree and a Numba tuple alike, so it passes unchanged from the
+    wrapper to any kernel. ``stdp_update`` ends with
+    ``W' = clip(W + eta·dW - w_decay·W, 0.01, w_bound - 0.01)`` (decay, clip only when > 0).
+    """
+
+    A_plus: float
+    A_minus: float
+    eta: float = 0.0
+    pretrace_target: float = 0.0
+    w_decay: float = 0.0
+    w_bound: float = 0.0
+
+
+def check_stdp_params(**scalars: Any) -> StdpParams:
+    """``A_plus``, ``A_minus``, ``eta``, ``pretrace_target``, ``w_decay``, ``w_bound`` → :class:`StdpParams`."""
+    return StdpParams(**{name: check_scalar(name, value) for name, value in scalars.items()})
 
 
 _STDP_NAMES = ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace")

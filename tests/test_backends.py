@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import convstdp
-from convstdp import backends
+from convstdp import backends, geometry
 from convstdp import reference as ref
 
 
@@ -26,8 +26,9 @@ class Recorder:
             raise AttributeError(op)
 
         def call(*args, **kwargs):
-            self.calls.append((op, kwargs))
-            return getattr(ref, op)(*args, **kwargs)
+            self.calls.append((op, dict(kwargs)))
+            params = kwargs.pop("params", None)
+            return getattr(ref, op)(*args, **kwargs, **(params._asdict() if params else {}))
 
         return call
 
@@ -76,7 +77,9 @@ def test_wrapper_normalises_arguments(recorder):
     be.stdp_update(k, x > 0, np.abs(x), y > 0, np.abs(y), stride=(2, 1), A_plus=1, A_minus=np.float32(0.5), eta=0)
     op, kwargs = recorder.calls[-1]
     assert op == "stdp_update"
-    assert all(type(kwargs[p]) is float for p in ("A_plus", "A_minus", "eta", "pretrace_target", "w_decay", "w_bound"))
+    assert isinstance(kwargs["params"], geometry.StdpParams)
+    assert all(type(v) is float for v in kwargs["params"])
+    assert kwargs["params"].A_minus == 0.5 and kwargs["params"].w_bound == 0.0
 
 
 def test_validation_runs_before_the_backend(recorder):

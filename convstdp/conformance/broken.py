@@ -48,24 +48,22 @@ class ReferenceWrapper:
         return ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
 
     # the pieces of stdp_update, each overridable
-    def _ltp(self, pre_trace: Any, post_spike: Any, p: dict[str, Any], kw: dict[str, Any]) -> np.ndarray:
-        shifted = np.asarray(pre_trace, np.float64) - p["pretrace_target"]
-        return self.deconv2d_dk(shifted, p["A_plus"] * np.asarray(post_spike, np.float64), **kw)
+    def _ltp(self, pre_trace: Any, post_spike: Any, p: geometry.StdpParams, kw: dict[str, Any]) -> np.ndarray:
+        shifted = np.asarray(pre_trace, np.float64) - p.pretrace_target
+        return self.deconv2d_dk(shifted, p.A_plus * np.asarray(post_spike, np.float64), **kw)
 
-    def _ltd(self, pre_spike: Any, post_trace: Any, p: dict[str, Any], kw: dict[str, Any]) -> np.ndarray:
-        return self.deconv2d_dk(
-            np.asarray(pre_spike, np.float64), p["A_minus"] * np.asarray(post_trace, np.float64), **kw
-        )
+    def _ltd(self, pre_spike: Any, post_trace: Any, p: geometry.StdpParams, kw: dict[str, Any]) -> np.ndarray:
+        return self.deconv2d_dk(np.asarray(pre_spike, np.float64), p.A_minus * np.asarray(post_trace, np.float64), **kw)
 
     def _combine(self, ltp: np.ndarray, ltd: np.ndarray) -> np.ndarray:
         return ltp - ltd
 
-    def _new_weights(self, w: np.ndarray, dw: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-        w_new = w + p["eta"] * dw
-        if p["w_decay"] > 0:
-            w_new = w_new - p["w_decay"] * w
-        if p["w_bound"] > 0:
-            w_new = np.minimum(np.maximum(w_new, 0.01), p["w_bound"] - 0.01)
+    def _new_weights(self, w: np.ndarray, dw: np.ndarray, p: geometry.StdpParams) -> np.ndarray:
+        w_new = w + p.eta * dw
+        if p.w_decay > 0:
+            w_new = w_new - p.w_decay * w
+        if p.w_bound > 0:
+            w_new = np.minimum(np.maximum(w_new, 0.01), p.w_bound - 0.01)
         return w_new
 
     def stdp_update(
@@ -78,15 +76,15 @@ class ReferenceWrapper:
         *,
         stride: Any,
         padding: Any,
-        **p: Any,
+        params: geometry.StdpParams,
     ) -> tuple[np.ndarray, np.ndarray]:
         dt = geometry.result_dtype(
             *(np.asarray(a).dtype for a in (kernel, pre_spike, pre_trace, post_spike, post_trace))
         )
         kw = dict(kernel_size=np.shape(kernel)[:2], stride=stride, padding=padding)
-        dw = self._combine(self._ltp(pre_trace, post_spike, p, kw), self._ltd(pre_spike, post_trace, p, kw))
+        dw = self._combine(self._ltp(pre_trace, post_spike, params, kw), self._ltd(pre_spike, post_trace, params, kw))
         dw = np.asarray(dw, np.float64)
-        w_new = self._new_weights(np.asarray(kernel, np.float64), dw, p)
+        w_new = self._new_weights(np.asarray(kernel, np.float64), dw, params)
         return self._cast(w_new, dt), self._cast(dw, dt)
 
     def _cast(self, a: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -142,18 +140,18 @@ class LtdSignFlipped(ReferenceWrapper):
 
 class PretraceTargetIgnored(ReferenceWrapper):
     def _ltp(self, pre_trace, post_spike, p, kw):
-        return super()._ltp(pre_trace, post_spike, {**p, "pretrace_target": 0.0}, kw)
+        return super()._ltp(pre_trace, post_spike, p._replace(pretrace_target=0.0), kw)
 
 
 class WeightDecayIgnored(ReferenceWrapper):
     def _new_weights(self, w, dw, p):
-        return super()._new_weights(w, dw, {**p, "w_decay": 0.0})
+        return super()._new_weights(w, dw, p._replace(w_decay=0.0))
 
 
 class ClipBoundsWrong(ReferenceWrapper):
     def _new_weights(self, w, dw, p):
-        w_new = super()._new_weights(w, dw, {**p, "w_bound": 0.0})
-        return np.clip(w_new, 0.0, p["w_bound"]) if p["w_bound"] > 0 else w_new
+        w_new = super()._new_weights(w, dw, p._replace(w_bound=0.0))
+        return np.clip(w_new, 0.0, p.w_bound) if p.w_bound > 0 else w_new
 
 
 class DxChannelsSwapped(ReferenceWrapper):
@@ -208,10 +206,8 @@ class InputsModified(ReferenceWrapper):
 
     def _ltp(self, pre_trace, post_spike, p, kw):
         if isinstance(pre_trace, np.ndarray) and pre_trace.dtype.kind == "f":
-            pre_trace -= np.asarray(p["pretrace_target"], pre_trace.dtype)
-            return self.deconv2d_dk(
-                pre_trace.astype(np.float64), p["A_plus"] * np.asarray(post_spike, np.float64), **kw
-            )
+            pre_trace -= np.asarray(p.pretrace_target, pre_trace.dtype)
+            return self.deconv2d_dk(pre_trace.astype(np.float64), p.A_plus * np.asarray(post_spike, np.float64), **kw)
         return super()._ltp(pre_trace, post_spike, p, kw)
 
 

@@ -48,7 +48,7 @@ from convstdp import geometry, paths
 from convstdp.fast import _jax_formulations as F
 from convstdp.fast._jax_common import X64_HELP, device_names, host_safe
 from convstdp.fast._jax_common import result_dtype as _result_dtype
-from convstdp.geometry import PaddingLike, StrideLike
+from convstdp.geometry import PaddingLike, StdpParams, StrideLike
 
 __all__ = [
     "JaxBackend",
@@ -241,12 +241,7 @@ class JaxBackend:
         *,
         stride: Pair,
         padding: Pads,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: StdpParams,
     ) -> tuple[jax.Array, jax.Array]:
         """→ ``(W', dW)``, kernel-shaped; one compiled program (SPEC §3 ``stdp_update``)."""
         arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
@@ -257,7 +252,7 @@ class JaxBackend:
             "stdp_update", 2 * pre_spike.shape[0], tuple(post_spike.shape[1:3]), ksize, tuple(kernel.shape[2:]), stride
         )
         prog = _stdp_update_prog_donating if self._donate(kernel) else _stdp_update_prog
-        scalars = _scalars(A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        scalars = _scalars(params)
         return prog(*arrays, scalars, stride=stride, pads=padding, size=ksize, form=form, num=self._num, dtype=dtype)
 
     def stdp_step(
@@ -271,12 +266,7 @@ class JaxBackend:
         *,
         stride: Pair,
         padding: Pads,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: StdpParams,
     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """SPEC §8 step in one dispatch → ``(y, W', dW, dX)``.
 
@@ -287,16 +277,8 @@ class JaxBackend:
         stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
         dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
         if y_dtype != dtype:
-            scalars_kw = dict(
-                A_plus=A_plus,
-                A_minus=A_minus,
-                eta=eta,
-                pretrace_target=pretrace_target,
-                w_decay=w_decay,
-                w_bound=w_bound,
-            )
             y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(*stdp, stride=stride, padding=padding, **scalars_kw)
+            w_new, dw = self.stdp_update(*stdp, stride=stride, padding=padding, params=params)
             dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
             return y, w_new, dw, dx
         arrays = tuple(host_safe(a, dtype) for a in (kernel, x, pre_spike, pre_trace, post_spike, post_trace))
@@ -305,16 +287,13 @@ class JaxBackend:
         form = self._form("stdp_step", 2 * pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride)
         size = (ksize, out, tuple(x.shape[1:3]))
         prog = _stdp_step_prog_donating if self._donate(kernel) else _stdp_step_prog
-        scalars = _scalars(A_plus, A_minus, eta, pretrace_target, w_decay, w_bound)
+        scalars = _scalars(params)
         return prog(*arrays, scalars, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
 
 
-def _scalars(
-    A_plus: float, A_minus: float, eta: float, pretrace_target: float, w_decay: float, w_bound: float
-) -> tuple[Any, ...]:
+def _scalars(params: StdpParams) -> tuple[Any, ...]:
     """The program's dynamic STDP arguments: the six scalars, then the two branches as booleans."""
-    flags = (np.bool_(w_decay > 0), np.bool_(w_bound > 0))
-    return (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound, *flags)
+    return (*params, np.bool_(params.w_decay > 0), np.bool_(params.w_bound > 0))
 
 
 def _out_size(in_size: Pair, ksize: Pair, stride: Pair, pads: Pads) -> Pair:

@@ -140,12 +140,7 @@ class NgclearnBackend:
         *,
         stride: Pair,
         padding: Pads,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: geometry.StdpParams,
     ) -> tuple[Any, Any]:
         """The synapse's ``evolve`` (``_compute_update`` plus decay and bound), one compiled call."""
         ksize = tuple(kernel.shape[:2])
@@ -159,13 +154,13 @@ class NgclearnBackend:
         with self._highest():
             return self._update(
                 *arrays,
-                (A_plus, A_minus, eta, pretrace_target, w_decay, w_bound),
+                tuple(params),
                 stride=s,
                 mode=mode,
                 k=ksize[0],
                 delta=delta,
-                decay=w_decay > 0,
-                bound=w_bound > 0,
+                decay=params.w_decay > 0,
+                bound=params.w_bound > 0,
             )
 
 

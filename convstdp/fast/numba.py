@@ -256,12 +256,7 @@ class NumbaBackend:
         *,
         stride: tuple[int, int],
         padding: Pads,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: geometry.StdpParams,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(W', dW)``, both ``(kh,kw,Ci,Co)``: LTP and LTD in one pass over the rows."""
         dt = _dtype(kernel, pre_spike, pre_trace, post_spike, post_trace)
@@ -294,14 +289,14 @@ class NumbaBackend:
                 padding[0][0],
                 padding[1][0],
                 chunks,
-                pretrace_target,
+                params.pretrace_target,
                 True,
                 True,
-                A_plus,
-                -A_minus,
-                eta,
-                w_decay,
-                w_bound,
+                params.A_plus,
+                -params.A_minus,
+                params.eta,
+                params.w_decay,
+                params.w_bound,
                 par,
             )
         return w_new, dw
@@ -317,12 +312,7 @@ class NumbaBackend:
         *,
         stride: tuple[int, int],
         padding: Pads,
-        A_plus: float,
-        A_minus: float,
-        eta: float,
-        pretrace_target: float,
-        w_decay: float,
-        w_bound: float,
+        params: geometry.StdpParams,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """SPEC §8 step ``(y, W', dW, dX)``: ``y`` ``(N,Ho,Wo,Co)``, ``W'``, ``dW`` ``(kh,kw,Ci,Co)``, ``dX``
         ``(N,H,W,Ci)``; fused (row lists of the spikes built once) when all six arrays share a dtype."""
@@ -330,17 +320,9 @@ class NumbaBackend:
         same = dt in _FLOATS and all(a.dtype == dt for a in (x, pre_spike, pre_trace, post_spike, post_trace))
         if not same:  # mixed dtypes: each operator has its own SPEC §4 result dtype
             note(_STEP_COMPOSED)
-            params = dict(
-                A_plus=A_plus,
-                A_minus=A_minus,
-                eta=eta,
-                pretrace_target=pretrace_target,
-                w_decay=w_decay,
-                w_bound=w_bound,
-            )
             y = self.deconv2d(x, kernel, stride=stride, padding=padding)
             w_new, dw = self.stdp_update(
-                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, **params
+                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, params=params
             )
             dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
             return y, w_new, dw, dx
@@ -374,12 +356,7 @@ class NumbaBackend:
                 padding[0][0],
                 padding[1][0],
                 chunks,
-                A_plus,
-                A_minus,
-                eta,
-                pretrace_target,
-                w_decay,
-                w_bound,
+                *params,
                 par,
             )
         return y, w_new, dw, dx

@@ -146,13 +146,9 @@ class TorchBackend:
         *,
         stride,
         padding,
-        A_plus,
-        A_minus,
-        eta,
-        pretrace_target,
-        w_decay,
-        w_bound,
+        params,
     ):
+        A_plus, A_minus, eta, pretrace_target, w_decay, w_bound = params
         dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in (kernel, pre_spike, pre_trace, post_spike, post_trace)))
         ks = tuple(kernel.shape[:2])
         ltp = self._dk(
@@ -168,17 +164,17 @@ class TorchBackend:
             w_new = w_new.clamp(0.01, w_bound - 0.01)
         return w_new, dw, dt
 
-    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, **params) -> tuple[np.ndarray, ...]:
+    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, **kw) -> tuple[np.ndarray, ...]:
         with self.torch.no_grad():
-            w_new, dw, _ = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **params)
+            w_new, dw, _ = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **kw)
             return w_new.numpy(), dw.numpy()
 
-    def stdp_step(self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, **params):
+    def stdp_step(self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, **kw):
         """Fused SPEC §8 step: the layout conversions of shared inputs are done once."""
-        stride, padding = params["stride"], params["padding"]
+        stride, padding = kw["stride"], kw["padding"]
         with self.torch.no_grad():
             y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw, dt = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **params)
+            w_new, dw, dt = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **kw)
             w_t = w_new.permute(2, 3, 0, 1).flip(2, 3).contiguous()
             dx = self._dx(w_t, self._nchw(post_spike, dt), tuple(pre_spike.shape), stride, padding)
             return y, w_new.numpy(), dw.numpy(), self._nhwc(dx)

@@ -22,7 +22,22 @@ class ReferenceBackend:
     deconv2d = staticmethod(ops.deconv2d)
     deconv2d_dk = staticmethod(ops.deconv2d_dk)
     deconv2d_dx = staticmethod(ops.deconv2d_dx)
-    stdp_update = staticmethod(ops.stdp_update)
+
+    @staticmethod
+    def stdp_update(
+        kernel: Any,
+        pre_spike: Any,
+        pre_trace: Any,
+        post_spike: Any,
+        post_trace: Any,
+        *,
+        stride: Any,
+        padding: Any,
+        params: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return ops.stdp_update(
+            kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, **params._asdict()
+        )
 
 
 def create_backend() -> Any:

@@ -123,9 +123,9 @@ def stdp_update(
     ``pre_*`` are ``(N, H, W, Ci)``, ``post_*`` ``(N, Ho, Wo, Co)``, kernel ``(kh, kw, Ci, Co)``.
     """
     g = geometry.check_stdp_update(kernel, pre_spike, pre_trace, post_spike, post_trace, stride, padding)
-    A_plus, A_minus, eta, pretrace_target, w_decay, w_bound = geometry.check_stdp_scalars(
+    A_plus, A_minus, eta, pretrace_target, w_decay, w_bound = geometry.check_stdp_params(
         A_plus=A_plus, A_minus=A_minus, eta=eta, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
-    ).values()
+    )
     kw = dict(kernel_size=g.kernel_size, stride=g.stride, padding=g.pads)
     ltp = deconv2d_dk(_f64(pre_trace) - pretrace_target, A_plus * _f64(post_spike), **kw)
     ltd = deconv2d_dk(_f64(pre_spike), A_minus * _f64(post_trace), **kw)
