@@ -14,21 +14,12 @@ from collections.abc import Sequence
 
 import convstdp
 from convstdp import backends as _backends
+from convstdp.present import table
 
 _SUBCOMMANDS = {
     "conformance": ("convstdp.conformance.cli", "check backends against the reference"),
     "bench": ("convstdp.bench.cli", "benchmark backends and peers side by side"),
 }
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Plain fixed-width table (no dependency), one line per row."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def backends_rows() -> list[list[str]]:
@@ -48,7 +39,7 @@ def backends_rows() -> list[list[str]]:
 
 def _cmd_backends(args: argparse.Namespace) -> int:
     rows = backends_rows()
-    print(format_table(["backend", "status", "version", "devices"], rows))
+    print(table(["backend", "status", "version", "devices"], rows))
     return 1 if any(r[1].startswith("error") for r in rows) else 0
 
 

@@ -11,9 +11,13 @@ import pytest
 
 from convstdp import backends as _backends
 from convstdp import cli, get_backend
-from convstdp.bench import report, timing, verify, workloads
+from convstdp.bench import timing, verify, workloads
 from convstdp.bench.timing import Measurement, Runner, Settings
 from convstdp.bench.workloads import SPEC_WORKLOADS, Workload
+from convstdp.conformance.cases import SPEC_WORKLOADS as SPEC_CASES
+from convstdp.conformance.cases import make_inputs, parse_case
+from convstdp.conformance.operators import OPS
+from convstdp.present import fmt_time
 
 # ----------------------------------------------------------------------------- workloads
 
@@ -25,61 +29,49 @@ def test_spec_workload_flops() -> None:
     assert by["batch-mid"].flops == 4 * 2 * 32 * 28 * 28 * 8 * 16 * 25
     assert by["batch-large"].flops == 4 * 2 * 64 * 32 * 32 * 32 * 32 * 9
     assert by["gpu-large"].flops == 4 * 2 * 256 * 32 * 32 * 64 * 64 * 25
-    base = workloads.select(["stdp_update/base", "deconv2d_dx/base"])
-    assert [w.flops for w in base] == [2 * base[0].pass_flops, base[1].pass_flops]
+    ops = workloads.select(["stdp_update/batch-mid", "deconv2d_dx/batch-mid"])
+    assert [w.flops for w in ops] == [2 * ops[0].pass_flops, ops[1].pass_flops]
 
 
-def test_spec_workload_shapes_follow_spec_section_2() -> None:
+def test_workloads_are_conformance_cases() -> None:
     by = {w.name: w for w in SPEC_WORKLOADS}
-    assert by["online-decoder"].y_shape == (1, 28, 28, 1)  # SAME: n*s
-    assert by["batch-mid"].y_shape == (32, 28, 28, 16)
-    assert by["batch-large"].y_shape == (64, 65, 65, 32)  # VALID: n*s + max(k - s, 0)
+    assert by["online-decoder"].case.geometry().y_shape == (1, 28, 28, 1)  # SAME: n*s
+    assert by["batch-mid"].case.geometry().y_shape == (32, 28, 28, 16)
+    assert by["batch-large"].case.geometry().y_shape == (64, 65, 65, 32)  # VALID: n*s + max(k - s, 0)
+    for w in SPEC_WORKLOADS:  # the very cases the workloads grid checks
+        assert w.case.name == SPEC_CASES[w.name] and w.op == "stdp_step"
+        assert (w.case.inputs, w.case.dtype, w.case.stdp, w.density) == ("sim", "f32", "sim", 0.1)
 
 
 def test_select_default_named_and_globs() -> None:
     default = workloads.select()
     names = [w.name for w in default]
     assert names[:3] == ["online-decoder", "batch-mid", "batch-large"] and "gpu-large" not in names
-    assert {w.op for w in default if w.group == "sweep"} == set(workloads.OPS)
+    assert {w.op for w in default} == {"stdp_step"}
+    dens = sorted(w.density for w in default if w.name.startswith("batch-mid"))
+    assert dens == list(workloads.DENSITIES)  # the SPEC point (0.1) and the sweep around it
     assert "gpu-large" in [w.name for w in workloads.select(gpu=True)]
     assert [w.name for w in workloads.select(sweeps=False)] == names[:3]
     assert [w.name for w in workloads.select(["gpu-large"])] == ["gpu-large"]
     steps = workloads.select(["step/*"])
-    assert all(w.op == "step" for w in steps) and len(steps) == 1 + 5 * 3  # base shared by the 5 sweeps
+    assert len(steps) == 1 + 4 * 3  # the base point is shared by the 4 scaling sweeps
     base = workloads.select(["step/base"])[0]
-    assert {d for d, _ in base.sweeps} == set(workloads.SWEEP_DIMS)
+    assert {d for d, _ in base.sweeps} == {"batch", "map", "channels", "kernel"}
+    assert {w.op for w in workloads.select(["*/batch-mid"])} == set(OPS) - {"stdp_step"}
     with pytest.raises(ValueError, match="no workload matches 'nope'"):
         workloads.select(["nope"])
 
 
-def test_inputs_are_seeded_spikes_and_positive_traces() -> None:
-    w = workloads.select(["step/density=0.3"])[0]
-    a, b = workloads.make_inputs(w, 3), workloads.make_inputs(w, 3)
-    assert set(a) == {"kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace"}
-    for k in a:
+def test_timed_inputs_are_what_a_simulation_feeds() -> None:
+    w = workloads.select(["batch-mid/density=0.3"])[0]
+    a, b = make_inputs(w.case, 3), make_inputs(w.case, 3)
+    g = w.case.geometry()
+    for k in w.operator.args:
         assert a[k].dtype == np.float32 and np.array_equal(a[k], b[k])
-    assert a["pre_spike"].shape == w.x_shape and a["post_spike"].shape == w.y_shape
-    assert set(np.unique(a["post_spike"])) <= {0.0, 1.0}
-    assert abs(a["post_spike"].mean() - 0.3) < 0.02
-    assert (a["pre_trace"] >= 0).all() and (a["kernel"] > 0).all()
-    assert not np.array_equal(a["kernel"], a["kernel"][::-1, ::-1])  # non-symmetric
-    assert not np.array_equal(workloads.make_inputs(w, 4)["x"], a["x"])
-
-
-def test_call_runs_every_op_on_the_reference() -> None:
-    ref = get_backend("reference")
-    for op in workloads.OPS:
-        w = workloads.shrink(workloads.select([f"{op}/base"])[0])
-        out = workloads.call(ref, w, workloads.make_inputs(w))
-        shapes = [o.shape for o in (out if isinstance(out, tuple) else (out,))]
-        want = {
-            "step": [w.y_shape, w.kernel_shape, w.kernel_shape, w.x_shape],
-            "deconv2d": [w.y_shape],
-            "deconv2d_dk": [w.kernel_shape],
-            "deconv2d_dx": [w.x_shape],
-            "stdp_update": [w.kernel_shape, w.kernel_shape],
-        }[op]
-        assert shapes == want, op
+    assert a["x"] is a["pre_spike"] and a["post_spike"].shape == g.y_shape
+    assert set(np.unique(a["post_spike"])) <= {0.0, 1.0} and abs(a["post_spike"].mean() - 0.3) < 0.02
+    assert (a["pre_trace"] > 0).mean() > 0.99 and (a["kernel"] > 0).all()  # dense traces
+    assert not np.array_equal(make_inputs(w.case, 4)["x"], a["x"])
 
 
 # ----------------------------------------------------------------------------- peers
@@ -186,10 +178,10 @@ class _Flipped:
 
 def test_verify_catches_a_flipped_kernel() -> None:
     wrong = _backends.Backend("flipped", _Flipped())
-    w = workloads.select(["deconv2d/base"])[0]
+    w = workloads.select(["deconv2d/online-decoder"])[0]
     c = verify.check(wrong, w)
     assert not c.ok and c.worst > 1 and "y: mismatched elements" in c.detail
-    assert c.case == verify.case_of(w).name and f"m{w.size}x{w.size}" in c.case  # full size, not shrunk
+    assert c.case == w.case.name and "m14x14" in c.case  # full size, not shrunk
     assert verify.check(get_backend("reference"), w).ok
 
 
@@ -217,7 +209,7 @@ def test_bench_workload_interleaves_and_caps() -> None:
 
     runners = [Runner(t, "backend", _backends.Backend(t, Counting(t))) for t in ("a", "b")]
     runners.append(Runner("gone", "backend", reason="not installed"))
-    w = workloads.shrink(workloads.select(["deconv2d/base"])[0])
+    w = Workload("small", "deconv2d", parse_case("s2-same-k3x3-m6x6-c3to2-n2-f32-sim-float-d0.4-sim"))
     st = Settings(min_sample_s=0.0, warmup_s=0.0, min_repeats=4, max_repeats=4, budget_s=0.0, memory=False)
     ms = timing.bench_workload(runners, w, st)
     assert [m.status for m in ms] == ["ok", "ok", "skipped"] and ms[2].reason == "not installed"
@@ -230,10 +222,10 @@ def test_bench_workload_interleaves_and_caps() -> None:
 
 
 def test_fmt_time() -> None:
-    assert report.fmt_time(0.00123) == "1.23 ms"
-    assert report.fmt_time(2.5e-6) == "2.5 µs"
-    assert report.fmt_time(12.0) == "12 s"
-    assert report.fmt_time(None) == "–"
+    assert fmt_time(0.00123) == "1.23 ms"
+    assert fmt_time(2.5e-6) == "2.5 µs"
+    assert fmt_time(12.0) == "12 s"
+    assert fmt_time(None) == fmt_time(float("nan")) == "–"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -251,9 +243,9 @@ def test_bench_cli_writes_a_consistent_report(tmp_path, capsys) -> None:
         "--workload",
         "online-decoder",
         "--workload",
-        "deconv2d/batch=1",
+        "step/kernel=1",
         "--workload",
-        "deconv2d/kernel=1",
+        "step/map=8",
         "--out",
         str(tmp_path),
     ]
@@ -268,7 +260,7 @@ def test_bench_cli_writes_a_consistent_report(tmp_path, capsys) -> None:
         "report.html",
         "time_by_workload.png",
         "achieved_vs_peak.png",
-        "scaling_deconv2d.png",
+        "sweep_step.png",
     } <= names
     if peers:
         assert "speedup.png" not in names  # no backend other than the baselines was timed
@@ -301,7 +293,7 @@ def test_bench_cli_writes_a_consistent_report(tmp_path, capsys) -> None:
         assert all(c["ok"] for c in data["checks"]["torch"])
     md = (tmp_path / "report.md").read_text()
     assert "## Headline" in md and "### online-decoder" in md and "![" in md and "| reference |" in md
-    assert "deconv2d/batch" not in md or "Sweep: deconv2d" in md
+    assert "Sweep: step" in md and "conformance case `s2-same-k5x5-m14x14-c16to1-n1-f32-sim-float-d0.1-sim`" in md
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len([n for n in names if n.endswith(".png")])
     assert (tmp_path / "time_by_workload.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -327,7 +319,7 @@ def test_bench_reports_a_wrong_backend_and_exits_1(tmp_path, monkeypatch) -> Non
         "--backend",
         "test-flipped",
         "--workload",
-        "deconv2d/batch=1",
+        "deconv2d/online-decoder",
         "--out",
         str(tmp_path),
     ]
@@ -346,9 +338,11 @@ def _has(mod: str) -> bool:
 
 
 def test_workload_is_frozen_and_describable() -> None:
-    w = Workload("x", "deconv2d", 2, 5, 3, 4, 3, 2, "VALID")
-    assert "N=2 5x5 Ci=3 Co=4 k=3 s=2 VALID" in w.describe()
-    assert w.as_dict()["y_shape"] == [2, 11, 11, 4]
+    w = Workload("x", "deconv2d", parse_case("s2-valid-k3x3-m5x5-c3to4-n2-f32-sim-float-d0.1-sim"))
+    assert "deconv2d: N=2, 5×5, Ci=3, Co=4, k=3×3, stride 2, VALID, spike density 0.1" in w.describe()
+    assert w.to_dict()["flops"] == 2 * 2 * 25 * 3 * 4 * 9
+    with pytest.raises(AttributeError):
+        w.op = "stdp_step"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("argv", [["--budget", "-1"], ["--budget", "0"], ["--budget", "inf"], ["--repeats", "0"]])

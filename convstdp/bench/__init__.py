@@ -1,7 +1,7 @@
 """Benchmarks: every backend and peer side by side (``convstdp bench``, SPEC §7/§8).
 
-- :mod:`~convstdp.bench.workloads`: the workloads (SPEC §8 and sweeps), inputs, FLOP counts;
-  shared with the pytest-benchmark suite in ``benchmarks/``.
+- :mod:`~convstdp.bench.workloads`: the workloads (SPEC §8 and sweeps) as conformance cases plus an
+  operator; shared with the pytest-benchmark suite in ``benchmarks/``.
 - :mod:`~convstdp.bench.timing`: first call, warm-up, interleaved sampling; :mod:`~convstdp.bench.memory`.
 - :mod:`~convstdp.bench.probe`: the measured float32 GEMM peak; :mod:`~convstdp.bench.env`.
 - :mod:`~convstdp.bench.verify`: agreement with the reference before timing.

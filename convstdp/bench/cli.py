@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="workload name or glob, repeatable: "
         + ", ".join(w.name for w in SPEC_WORKLOADS)
-        + ", 'step/base', 'deconv2d/batch=4', 'step/*' ... (default: SPEC §8 "
+        + ", 'batch-mid/density=1', 'step/base', 'deconv2d/batch-mid', 'step/*' ... (default: SPEC §8 "
         "without gpu-large on CPU, plus the sweeps)",
     )
     parser.add_argument(

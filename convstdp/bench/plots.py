@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convstdp.bench.suite import baselines
-from convstdp.bench.workloads import OPS, SWEEP_DIMS
+from convstdp.bench.suite import baselines, sweep_families
+from convstdp.bench.workloads import SWEEP_DIMS
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
@@ -150,7 +150,8 @@ def time_by_workload(result: dict[str, Any], out: Path) -> Path | None:
 
 def _spec_label(result: dict[str, Any], name: str) -> str:
     w = next(w for w in result["workloads"] if w["name"] == name)
-    return f"{name}\nN={w['batch']} {w['size']}² {w['cin']}→{w['cout']} k{w['k']} s{w['stride']}"
+    c = w["case"].split("-")  # e.g. s1-same-k5x5-m28x28-c8to16-n32-...: stride, padding, kernel, map, channels, batch
+    return f"{name}\n{c[5][1:]}×{c[3][1:]} {c[4][1:].replace('to', '→')} {c[2]} {c[0]}"
 
 
 def speedup(result: dict[str, Any], out: Path) -> Path | None:
@@ -252,9 +253,8 @@ def achieved_vs_peak(result: dict[str, Any], out: Path) -> Path | None:
     return _save(fig, out / "achieved_vs_peak.png")
 
 
-def scaling(result: dict[str, Any], op: str, out: Path) -> Path | None:
+def scaling(result: dict[str, Any], fam: str, ws: list[dict[str, Any]], out: Path) -> Path | None:
     """Top row: time per call vs each swept dimension (log-log); bottom row: GFLOP/s."""
-    ws = [w for w in result["workloads"] if w["group"] == "sweep" and w["op"] == op]
     if not ws:
         return None
     ok = _ok(result)
@@ -301,18 +301,18 @@ def scaling(result: dict[str, Any], op: str, out: Path) -> Path | None:
     fig.legend(
         handles, labels, loc="lower center", ncols=min(len(labels), 6), bbox_to_anchor=(0.5, -0.04), title="runner"
     )
-    op_label = "STDP step" if op == "step" else op
-    fig.suptitle(
-        f"Scaling of {op_label} (log-log)\none dimension varied at a time around "
-        "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1",
-        fontsize=13,
+    what = (
+        "one dimension varied at a time around N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1"
+        if fam == "step"
+        else "spike density swept, traces dense (SPEC §8)"
     )
+    fig.suptitle(f"STDP step, {fam} (log-log)\n{what}", fontsize=13)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return _save(fig, out / f"scaling_{op}.png")
+    return _save(fig, out / f"sweep_{fam}.png")
 
 
 def make_all(result: dict[str, Any], out: Path) -> list[Path]:
     """Every figure this run has data for, written as PNGs into ``out``."""
     paths = [time_by_workload(result, out), speedup(result, out), achieved_vs_peak(result, out)]
-    paths += [scaling(result, op, out) for op in OPS]
+    paths += [scaling(result, fam, ws, out) for fam, ws in sweep_families(result).items()]
     return [p for p in paths if p is not None]

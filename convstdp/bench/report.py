@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convstdp.bench.memory import headline
-from convstdp.bench.suite import baselines
-from convstdp.bench.workloads import OPS, SWEEP_DIMS
+from convstdp.bench.suite import baselines, sweep_families
+from convstdp.bench.workloads import SWEEP_DIMS
+from convstdp.present import fmt_num, fmt_time, table, write_json
 
 MIB = 1024 * 1024
 
@@ -25,7 +24,6 @@ MIB = 1024 * 1024
 class Table:
     header: list[str]
     rows: list[list[str]]
-    align: str = ""  # per column: "l" or "r"; default: first left, rest right
 
 
 @dataclass
@@ -38,23 +36,6 @@ class Section:
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def fmt_time(s: float | None) -> str:
-    """Seconds → a readable duration with 3 significant digits (µs, ms or s)."""
-    if s is None or not math.isfinite(s):
-        return "–"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale or unit == "µs":
-            v = s / scale
-            return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
-    return "–"  # pragma: no cover
-
-
-def fmt_num(v: float | None, digits: int = 3) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:.0f}"
 
 
 def fmt_bytes(b: int | None) -> str:
@@ -117,7 +98,7 @@ def _environment(result: dict[str, Any]) -> Section:
     busy = busy_warning(result)
     if busy:
         text.append(busy)
-    return Section("Machine and software", text, [Table(["", ""], rows, "ll")])
+    return Section("Machine and software", text, [Table(["", ""], rows)])
 
 
 def busy_warning(result: dict[str, Any]) -> str:
@@ -172,7 +153,7 @@ def _runners(result: dict[str, Any]) -> Section:
     return Section(
         "Backends and peers",
         text,
-        [Table(["runner", "kind", "status", "version", "devices", "source", "check"], rows, "lllllll")],
+        [Table(["runner", "kind", "status", "version", "devices", "source", "check"], rows)],
     )
 
 
@@ -274,9 +255,8 @@ def _spec_sections(result: dict[str, Any]) -> list[Section]:
         if w["group"] != "spec":
             continue
         txt = [
-            f"{w['op']}: N={w['batch']}, {w['size']}×{w['size']}, Ci={w['cin']}, Co={w['cout']}, "
-            f"k={w['k']}, stride {w['stride']}, {w['padding']}, {w['density']:g} spike density, {w['dtype']}; "
-            f"{w['flops'] / 1e6:.4g} MFLOP per call ({w['flops'] // w['pass_flops']} passes)."
+            f"{w['describe']}; {w['flops'] / 1e6:.4g} MFLOP per call, dense-equivalent "
+            f"({w['flops'] // w['pass_flops']} passes); conformance case `{w['case']}`."
         ]
         out.append(Section(w["name"], txt, [_workload_table(result, w["name"])], level=3))
     return out
@@ -285,12 +265,8 @@ def _spec_sections(result: dict[str, Any]) -> list[Section]:
 def _sweep_sections(result: dict[str, Any]) -> list[Section]:
     res = _results(result)
     names = [r["name"] for r in result["runners"] if r["available"]]
-    sweep = [w for w in result["workloads"] if w["group"] == "sweep"]
     out = []
-    for op in OPS:
-        ws = [w for w in sweep if w["op"] == op]
-        if not ws:
-            continue
+    for fam, ws in sweep_families(result).items():
         rows = []
         for dim in SWEEP_DIMS:
             pts = sorted(((v, w) for w in ws for d, v in w["sweeps"] if d == dim), key=lambda t: t[0])
@@ -303,16 +279,17 @@ def _sweep_sections(result: dict[str, Any]) -> list[Section]:
                     else:
                         cells.append(f"{fmt_time(r['stats']['median'])} ({fmt_num(r['gflops'], 2)})")
                 rows.append([dim, fmt_num(v), fmt_num(w["flops"] / 1e6, 3), *cells])
-        img = [(f"scaling_{op}.png", f"{op}: time per call and GFLOP/s along each sweep")]
+        what = (
+            "the step on N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1, one dimension varied"
+            if fam == "step"
+            else f"the {fam} step at spike densities from 0.01 to 1 (traces dense)"
+        )
         out.append(
             Section(
-                f"Sweep: {op}",
-                [
-                    "Cells: median time per call (GFLOP/s). Each sweep varies one dimension of the base point "
-                    "N=16, 16×16, Ci=Co=16, k=5, stride 2, SAME, density 0.1."
-                ],
+                f"Sweep: {fam}",
+                [f"Cells: median time per step (dense-equivalent GFLOP/s). Sweep of {what}."],
                 [Table(["dimension", "value", "MFLOP", *names], rows)],
-                img,
+                [(f"sweep_{fam}.png", f"{fam}: time per step and GFLOP/s along the sweep")],
                 level=3,
             )
         )
@@ -361,17 +338,6 @@ def sections(result: dict[str, Any]) -> list[Section]:
 # ----------------------------------------------------------------------------- renderers
 
 
-def _md_table(t: Table) -> str:
-    align = t.align or "l" + "r" * (len(t.header) - 1)
-    esc = lambda c: str(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = [
-        "| " + " | ".join(esc(h) for h in t.header) + " |",
-        "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|",
-    ]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.rows]
-    return "\n".join(lines)
-
-
 def to_markdown(result: dict[str, Any], images: set[str]) -> str:
     e = result["environment"]
     parts = [
@@ -381,7 +347,7 @@ def to_markdown(result: dict[str, Any], images: set[str]) -> str:
     for s in sections(result):
         parts.append("#" * s.level + " " + s.title)
         parts += s.text
-        parts += [_md_table(t) for t in s.tables]
+        parts += [table(t.header, t.rows, "md") for t in s.tables]
         parts += [f"![{cap}]({name})" for name, cap in s.images if name in images]
     return "\n\n".join(parts) + "\n"
 
@@ -396,14 +362,6 @@ td.r{text-align:right;font-variant-numeric:tabular-nums}tr:nth-child(even){backg
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:0.9em}
 code{background:#f4f4f4;padding:0 3px}
 """
-
-
-def _html_table(t: Table) -> str:
-    align = t.align or "l" + "r" * (len(t.header) - 1)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
-    cell = lambda c, a: f'<td class="{a}">{html.escape(str(c))}</td>'  # noqa: E731
-    body = "".join("<tr>" + "".join(cell(c, a) for c, a in zip(row, align, strict=True)) + "</tr>" for row in t.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _html_text(t: str) -> str:
@@ -423,7 +381,7 @@ def to_html(result: dict[str, Any], images: dict[str, bytes]) -> str:
     for s in sections(result):
         parts.append(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>")
         parts += [f"<p>{_html_text(t)}</p>" for t in s.text]
-        parts += [_html_table(t) for t in s.tables]
+        parts += [table(t.header, t.rows, "html") for t in s.tables]
         for name, cap in s.images:
             if name in images:
                 b64 = base64.b64encode(images[name]).decode()
@@ -437,8 +395,6 @@ def to_html(result: dict[str, Any], images: dict[str, bytes]) -> str:
 
 def summary_text(result: dict[str, Any]) -> str:
     """The console summary: one line per (workload, runner)."""
-    from convstdp.cli import format_table
-
     res = _results(result)
     baselines = _baselines(result)
     rows = []
@@ -464,26 +420,9 @@ def summary_text(result: dict[str, Any]) -> str:
     peak = result["peak"].get("cpu_peak_gflops")
     head = ["workload", "runner", "median", "GFLOP/s", "% peak", "first call", *[f"vs {b}" for b in baselines]]
     return (
-        format_table(head, rows) + f"\n\nCPU float32 GEMM peak: {fmt_num(peak, 4)} GFLOP/s; "
+        table(head, rows) + f"\n\nCPU float32 GEMM peak: {fmt_num(peak, 4)} GFLOP/s; "
         f"run took {fmt_time(result['duration_s'])}"
     )
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
-
-
-def _clean(o: Any) -> Any:
-    """JSON has no inf/nan: they become null."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    return o
 
 
 def write(result: dict[str, Any], out_dir: str | Path, plots: bool = True) -> list[Path]:
@@ -491,9 +430,7 @@ def write(result: dict[str, Any], out_dir: str | Path, plots: bool = True) -> li
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    p = out / "report.json"
-    p.write_text(json.dumps(_clean(result), indent=1, default=_json_default, allow_nan=False) + "\n")
-    paths.append(p)
+    paths.append(write_json(out / "report.json", result))
     images: dict[str, bytes] = {}
     if plots:
         from convstdp.bench import plots as _plots

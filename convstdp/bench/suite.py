@@ -59,6 +59,19 @@ def baselines(result: dict[str, Any]) -> list[str]:
     return [r["name"] for r in result["runners"] if r["kind"] == "peer"]
 
 
+def sweep_families(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Sweep workloads by family (``batch-mid``, ``batch-large``: density; ``step``: scaling)."""
+    fams: dict[str, list[dict[str, Any]]] = {}
+    spec = {w["name"]: w for w in result["workloads"] if w["group"] == "spec"}
+    for w in result["workloads"]:
+        if w["group"] == "sweep":
+            fam = w["name"].split("/")[0]
+            if fam in spec and spec[fam] not in fams.get(fam, []):  # the SPEC point is a density point too
+                fams.setdefault(fam, []).append({**spec[fam], "sweeps": [["density", spec[fam]["density"]]]})
+            fams.setdefault(fam, []).append(w)
+    return fams
+
+
 def runner_info(r: Runner) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": r.name,
@@ -109,7 +122,7 @@ def run(
         ms = bench_workload(timed, w, settings, on_step)
         for r in runners:
             if _failed(checks, r, w):
-                c = verify.lookup(checks[r.name], w)
+                c = checks[r.name].get(w.name)
                 ms.append(
                     Measurement(r.name, w.name, "error", f"disagrees with the reference: {c.detail}", flops=w.flops)
                 )
@@ -136,14 +149,14 @@ def run(
         "peak": peak,
         "runners": [runner_info(r) for r in runners],
         "checks": {n: [asdict(c) for c in cs.values()] for n, cs in checks.items()},
-        "workloads": [w.as_dict() for w in workloads],
+        "workloads": [w.to_dict() for w in workloads],
         "results": results,
         "duration_s": time.perf_counter() - t_start,
     }
 
 
 def _failed(checks: dict[str, dict[str, verify.Check]], r: Runner, w: Workload) -> bool:
-    c = verify.lookup(checks.get(r.name, {}), w)
+    c = checks.get(r.name, {}).get(w.name)
     return c is not None and not c.ok
 
 

@@ -1,11 +1,10 @@
 """Check a runner against the reference before timing it: a fast wrong answer is no result.
 
-Each workload is checked at full size, through the conformance harness's own checks and
-tolerance policy (:func:`convstdp.conformance.checks.run_operator`): the workload becomes a
-conformance case (:func:`case_of`: same geometry, float32, spikes at the workload's density,
-dense traces) and the operator it times is compared element by element against the float64
-reference, at the precision the registry gives the runner's name. One policy in the project; no
-second verifier.
+Each workload is checked at full size, on the very inputs it is timed on, through the conformance
+harness's own checks and tolerance policy (:func:`convstdp.conformance.checks.run_operator`), at
+the precision the registry gives the runner's name. When the runner is timed through a native
+call (``impl.native``, e.g. PyTorch on NCHW tensors), that call's outputs are checked too. One
+policy in the project; no second verifier.
 """
 
 from __future__ import annotations
@@ -14,16 +13,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from convstdp import geometry
 from convstdp.backends import Backend, checked_precision
 from convstdp.bench.workloads import Workload
+from convstdp.conformance import tolerance as tol
 from convstdp.conformance.cases import Case, make_inputs
-from convstdp.conformance.checks import run_operator
+from convstdp.conformance.checks import compare, run_operator
 from convstdp.conformance.expectation import Expectation, expect
-from convstdp.conformance.operators import OPS
 
-__all__ = ["Check", "case_of", "check", "check_runner", "lookup"]
-
-_OPERATOR = {"step": "stdp_step"}  # bench op name -> conformance operator name (others are the same)
+__all__ = ["Check", "check", "check_runner"]
 
 
 @dataclass
@@ -38,52 +36,44 @@ class Check:
     paths: list[str] = field(default_factory=list)
 
 
-def case_of(w: Workload) -> Case:
-    """The conformance case of a workload: its geometry at full size, float32, its density, the
-    inputs a simulation feeds a step (SPEC §8), the seed's STDP parameters with every branch taken."""
-    return Case(
-        stride=(w.stride, w.stride),
-        padding=w.padding,
-        kernel=(w.k, w.k),
-        in_size=(w.size, w.size),
-        ci=w.cin,
-        co=w.cout,
-        batch=w.batch,
-        dtype="f32",
-        stdp="sim",
-        spikes="float",
-        density=w.density,
-        inputs="sim",
-    )
-
-
 @lru_cache(maxsize=2)
 def _expected(case: Case, seed: int) -> tuple[dict[str, Any], Expectation]:
     inputs = make_inputs(case, seed)
     return inputs, expect(case, inputs)
 
 
+def _check_native(backend: Backend, w: Workload, inputs: dict[str, Any], exp: Expectation, precision: str) -> str:
+    """Why the native call's outputs disagree with the reference ("" when they agree or there is none)."""
+    native = getattr(backend.impl, "native", None)
+    run = callable(native) and native(
+        w.op, inputs, w.case.geometry(), geometry.check_stdp_params(**w.case.params), spec_layout=True
+    )
+    if not run:
+        return ""
+    expected = exp.ops[w.op]
+    policy = tol.policy_for(next(iter(expected.values())).dtype, precision)
+    bad = [o for (name, e), got in zip(expected.items(), run(), strict=True) if (o := compare(name, got, e, policy))]
+    bad = [o for o in bad if o.mismatches]
+    return f"native call: {bad[0].describe()}" if bad else ""
+
+
 def check(backend: Backend, w: Workload, seed: int = 0) -> Check:
     """Run ``w``'s operator at full size on ``backend`` and check it like the conformance harness."""
-    case = case_of(w)
-    inputs, exp = _expected(case, seed)
-    res, _ = run_operator(backend, case, inputs, OPS[_OPERATOR.get(w.op, w.op)], exp, checked_precision(backend.name))
+    inputs, exp = _expected(w.case, seed)
+    precision = checked_precision(backend.name)
+    res, _ = run_operator(backend, w.case, inputs, w.operator, exp, precision)
     detail = "" if res.status == "pass" else res.message()
-    return Check(
-        w.name, res.status == "pass", float("inf") if res.ratio is None else res.ratio, detail, case.name, res.paths
-    )
+    detail = detail or _check_native(backend, w, inputs, exp, precision)
+    worst = float("inf") if res.ratio is None else res.ratio
+    return Check(w.name, not detail, worst, detail, w.case.name, res.paths)
 
 
 def check_runner(backend: Backend, workloads: list[Workload], seed: int = 0) -> dict[str, Check]:
     """One check per workload (full size), keyed by workload name; a raise is a failed check."""
     out: dict[str, Check] = {}
-    for w in sorted(workloads, key=lambda w: case_of(w).name):  # workloads sharing a case share its expectation
+    for w in sorted(workloads, key=lambda w: w.case.name):  # workloads sharing a case share its expectation
         try:
             out[w.name] = check(backend, w, seed)
         except Exception as err:  # reported as a failed check, never fatal
-            out[w.name] = Check(w.name, False, float("inf"), f"{type(err).__name__}: {err}", case_of(w).name)
+            out[w.name] = Check(w.name, False, float("inf"), f"{type(err).__name__}: {err}", w.case.name)
     return out
-
-
-def lookup(checks: dict[str, Check], w: Workload) -> Check | None:
-    return checks.get(w.name)

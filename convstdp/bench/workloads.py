@@ -1,292 +1,159 @@
-"""Benchmark workloads (SPEC §8) and scaling sweeps: one definition for the CLI and ``benchmarks/``.
+"""Benchmark workloads: a conformance case plus an operator, a group and the sweeps it is a point of.
 
-A :class:`Workload` is one operator (``"step"`` = the SPEC §8 STDP step, or one of the four
-operators alone) on one geometry at one spike density, in float32. Its FLOP count is
-``passes · 2·N·H·W·Ci·Co·kh·kw`` (SPEC §8): a deconvolution, a dK and a dX are one pass each,
-``stdp_update`` is two (two dK), a step is four.
-
-Inputs are generated seeded: spikes are float32 0/1 at the workload's density, traces and
-kernels are positive, non-symmetric uniform values.
+The case (:class:`convstdp.conformance.cases.Case`) carries the geometry, the batch, the spike
+density and the input kind; the operator (:data:`convstdp.conformance.operators.OPS`) says how to
+call it and how many passes it costs. So a workload is timed on exactly the inputs the harness
+checks it on (:func:`convstdp.conformance.cases.make_inputs`, ``inputs="sim"``: SPEC §8's spikes at
+density d, ``x`` the presynaptic spike train, dense decayed traces), and there is one name per
+concept across cases, workloads and geometry.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
+from convstdp.conformance.cases import GPU_ONLY_WORKLOADS, Case, parse_case
+from convstdp.conformance.cases import SPEC_WORKLOADS as SPEC_CASES
+from convstdp.conformance.operators import OPS, Operator
 
-from convstdp import geometry
+__all__ = ["Workload", "SPEC_WORKLOADS", "SWEEP_DIMS", "DENSITIES", "all_workloads", "select", "sweep_workloads"]
 
-OPS: tuple[str, ...] = ("step", "deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update")
-PASSES: dict[str, int] = {"step": 4, "deconv2d": 1, "deconv2d_dk": 1, "deconv2d_dx": 1, "stdp_update": 2}
-
-# The seed's evolve, with every branch taken (decay and bounding on).
-STDP_PARAMS: dict[str, float] = dict(
-    A_plus=0.9, A_minus=0.6, eta=0.01, pretrace_target=0.05, w_decay=0.001, w_bound=1.0
-)
-
-SWEEP_DIMS: tuple[str, ...] = ("batch", "map", "channels", "kernel", "density")
+SWEEP_DIMS: tuple[str, ...] = ("density", "batch", "map", "channels", "kernel")
+DENSITIES: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)  # SPEC §8's sweep range
+DENSITY_SWEPT = ("batch-mid", "batch-large")
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One timed case. x is ``(batch, size, size, cin)``, the kernel ``(k, k, cin, cout)``."""
+    """One timed case: ``op`` (an operator name) on ``case``."""
 
     name: str
     op: str
-    batch: int
-    size: int
-    cin: int
-    cout: int
-    k: int
-    stride: int
-    padding: str
-    density: float = 0.1
-    dtype: str = "float32"
-    group: str = "spec"  # "spec" or "sweep"
+    case: Case
+    group: str = "spec"  # "spec" (SPEC §8 as is) or "sweep"
     sweeps: tuple[tuple[str, float], ...] = field(default=())  # (dimension, value) it is a point of
     gpu_only: bool = False
 
     @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.size, self.size, self.cin)
+    def operator(self) -> Operator:
+        return OPS[self.op]
 
     @property
-    def kernel_shape(self) -> tuple[int, int, int, int]:
-        return (self.k, self.k, self.cin, self.cout)
-
-    @property
-    def geometry(self) -> geometry.Geometry:
-        """Resolved sizes and pads (through :mod:`convstdp.geometry`, the one home of SPEC §2)."""
-        x = np.empty((0, self.size, self.size, self.cin), self.dtype)
-        k = np.empty(self.kernel_shape, self.dtype)
-        g = geometry.check_deconv2d(x, k, self.stride, self.padding)
-        return replace(g, batch=self.batch)
-
-    @property
-    def y_shape(self) -> tuple[int, int, int, int]:
-        return self.geometry.y_shape
-
-    @property
-    def pass_flops(self) -> int:
-        """FLOPs of one pass: ``2·N·H·W·Ci·Co·kh·kw`` (SPEC §8)."""
-        return 2 * self.batch * self.size * self.size * self.cin * self.cout * self.k * self.k
+    def density(self) -> float:
+        return self.case.density
 
     @property
     def flops(self) -> int:
-        """FLOPs of one call of ``op``: passes · pass FLOPs."""
-        return PASSES[self.op] * self.pass_flops
+        """FLOPs of one call: passes · ``2·N·H·W·Ci·Co·kh·kw`` (SPEC §8)."""
+        return self.operator.flops(self.case)
+
+    @property
+    def pass_flops(self) -> int:
+        return 2 * self.case.macs
 
     def describe(self) -> str:
+        c = self.case
         return (
-            f"N={self.batch} {self.size}x{self.size} Ci={self.cin} Co={self.cout} k={self.k} "
-            f"s={self.stride} {self.padding} density={self.density:g}"
+            f"{self.op}: N={c.batch}, {c.in_size[0]}×{c.in_size[1]}, Ci={c.ci}, Co={c.co}, "
+            f"k={c.kernel[0]}×{c.kernel[1]}, stride {c.stride[0]}, {c.padding}, spike density {c.density:g}, float32"
         )
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "op": self.op,
-            "batch": self.batch,
-            "size": self.size,
-            "cin": self.cin,
-            "cout": self.cout,
-            "k": self.k,
-            "stride": self.stride,
-            "padding": self.padding,
-            "density": self.density,
-            "dtype": self.dtype,
+            "case": self.case.name,
             "group": self.group,
             "sweeps": [list(s) for s in self.sweeps],
-            "x_shape": list(self.x_shape),
-            "y_shape": list(self.y_shape),
+            "density": self.density,
+            "describe": self.describe(),
             "pass_flops": self.pass_flops,
             "flops": self.flops,
         }
 
 
-# ----------------------------------------------------------------------------- SPEC §8
-
-SPEC_WORKLOADS: tuple[Workload, ...] = (
-    Workload("online-decoder", "step", 1, 14, 16, 1, 5, 2, "SAME"),
-    Workload("batch-mid", "step", 32, 28, 8, 16, 5, 1, "SAME"),
-    Workload("batch-large", "step", 64, 32, 32, 32, 3, 2, "VALID"),
-    Workload("gpu-large", "step", 256, 32, 64, 64, 5, 2, "SAME", gpu_only=True),
+SPEC_WORKLOADS: tuple[Workload, ...] = tuple(
+    Workload(name, "stdp_step", parse_case(case), gpu_only=name in GPU_ONLY_WORKLOADS)
+    for name, case in SPEC_CASES.items()
 )
+_SPEC = {w.name: w for w in SPEC_WORKLOADS}
 
-# ----------------------------------------------------------------------------- sweeps
-
-# Every sweep varies one dimension around this point; the point itself is shared by all five.
-SWEEP_BASE = dict(batch=16, size=16, cin=16, cout=16, k=5, stride=2, padding="SAME", density=0.1)
-SWEEP_VALUES: dict[str, tuple[float, ...]] = {
+# The scaling sweeps vary one dimension of this step (SPEC §8 inputs) around its base point.
+_BASE = parse_case("s2-same-k5x5-m16x16-c16to16-n16-f32-sim-float-d0.1-sim")
+_SCALING: dict[str, tuple[int, ...]] = {
     "batch": (1, 4, 16, 64),
     "map": (8, 16, 32, 64),
     "channels": (4, 8, 16, 32),
     "kernel": (1, 3, 5, 7),
-    "density": (0.01, 0.1, 0.3, 1.0),
 }
 
 
-def _sweep_params(dim: str, value: float) -> dict[str, Any]:
-    p = dict(SWEEP_BASE)
+def _scaled(dim: str, v: int) -> Case:
+    c = _BASE
     if dim == "batch":
-        p["batch"] = int(value)
-    elif dim == "map":
-        p["size"] = int(value)
-    elif dim == "channels":
-        p["cin"] = p["cout"] = int(value)
-    elif dim == "kernel":
-        p["k"] = int(value)
-    elif dim == "density":
-        p["density"] = float(value)
-    else:  # pragma: no cover - SWEEP_DIMS is closed
-        raise ValueError(f"unknown sweep dimension {dim!r}")
-    return p
+        return replace(c, batch=v)
+    if dim == "map":
+        return replace(c, in_size=(v, v))
+    if dim == "channels":
+        return replace(c, ci=v, co=v)
+    return replace(c, kernel=(v, v))
 
 
-def sweep_workloads(ops: Sequence[str] = OPS) -> list[Workload]:
-    """Sweep points for each op; the shared base point appears once per op, named ``op/base``."""
-    out = []
-    for op in ops:
-        points: dict[tuple, list[tuple[str, float]]] = {}
-        for dim in SWEEP_DIMS:
-            for v in SWEEP_VALUES[dim]:
-                key = tuple(sorted(_sweep_params(dim, v).items()))
-                points.setdefault(key, []).append((dim, v))
-        for key, tags in points.items():
-            p = dict(key)
-            if len(tags) > 1:
-                name = f"{op}/base"
-            else:
-                dim, v = tags[0]
-                name = f"{op}/{dim}={v:g}"
-            out.append(
-                Workload(
-                    name,
-                    op,
-                    p["batch"],
-                    p["size"],
-                    p["cin"],
-                    p["cout"],
-                    p["k"],
-                    p["stride"],
-                    p["padding"],
-                    p["density"],
-                    group="sweep",
-                    sweeps=tuple(tags),
-                )
-            )
+def sweep_workloads() -> list[Workload]:
+    """The density sweep of ``batch-mid`` and ``batch-large`` (their SPEC point, density 0.1, is the
+    SPEC workload itself) and the scaling sweeps of the step around ``step/base``."""
+    out = [
+        Workload(f"{spec}/density={d:g}", "stdp_step", replace(_SPEC[spec].case, density=d), "sweep", (("density", d),))
+        for spec in DENSITY_SWEPT
+        for d in DENSITIES
+        if d != _SPEC[spec].density
+    ]
+    base_tags = tuple((dim, float(_scaled_value(dim))) for dim in _SCALING)
+    out.append(Workload("step/base", "stdp_step", _BASE, "sweep", base_tags))
+    for dim, values in _SCALING.items():
+        for v in values:
+            if _scaled(dim, v) != _BASE:
+                out.append(Workload(f"step/{dim}={v}", "stdp_step", _scaled(dim, v), "sweep", ((dim, float(v)),)))
     return out
 
 
+def _scaled_value(dim: str) -> int:
+    return {"batch": _BASE.batch, "map": _BASE.in_size[0], "channels": _BASE.ci, "kernel": _BASE.kernel[0]}[dim]
+
+
+def operator_workloads() -> list[Workload]:
+    """Each operator alone on each SPEC §8 case, named ``<operator>/<workload>`` (chosen by name only)."""
+    return [
+        Workload(f"{op}/{w.name}", op, w.case, "operator", gpu_only=w.gpu_only)
+        for op in OPS
+        if op != "stdp_step"
+        for w in SPEC_WORKLOADS
+    ]
+
+
 def all_workloads() -> list[Workload]:
-    """Every defined workload: SPEC §8 (including ``gpu-large``) and every sweep point."""
-    return [*SPEC_WORKLOADS, *sweep_workloads()]
+    return [*SPEC_WORKLOADS, *sweep_workloads(), *operator_workloads()]
 
 
 def select(patterns: Iterable[str] | None = None, *, sweeps: bool = True, gpu: bool = False) -> list[Workload]:
-    """Workloads by name or glob (``"step/*"``); without patterns the default set.
-
-    The default set is SPEC §8 (``gpu-large`` only when ``gpu``) plus, when ``sweeps``, every
-    sweep point. A pattern that matches nothing raises ``ValueError`` naming the known ones.
-    """
-    every = all_workloads()
+    """Workloads by name or glob (``"step/*"``, ``"batch-mid/*"``, ``"deconv2d/*"``); without patterns
+    SPEC §8 (``gpu-large`` only with ``gpu``) plus, with ``sweeps``, the sweeps. A pattern that
+    matches nothing raises ``ValueError`` naming the known ones."""
     pats = list(patterns or [])
     if not pats:
-        chosen = [w for w in SPEC_WORKLOADS if gpu or not w.gpu_only]
-        return chosen + (sweep_workloads() if sweeps else [])
-    chosen, seen = [], set()
+        return [w for w in SPEC_WORKLOADS if gpu or not w.gpu_only] + (sweep_workloads() if sweeps else [])
+    every = all_workloads()
+    chosen: dict[str, Workload] = {}
     for pat in pats:
         hits = [w for w in every if fnmatch.fnmatchcase(w.name, pat)]
         if not hits:
             raise ValueError(
-                f"no workload matches {pat!r}; known: {', '.join(w.name for w in SPEC_WORKLOADS)}, "
-                f"and sweep points like 'step/base', 'deconv2d/batch=4' (globs allowed: 'step/*')"
+                f"no workload matches {pat!r}; known: {', '.join(_SPEC)}, sweep points such as "
+                "'batch-mid/density=1', 'step/base', 'step/map=32', operators alone such as 'deconv2d/batch-mid' "
+                "(globs allowed: 'step/*')"
             )
-        for w in hits:
-            if w.name not in seen:
-                seen.add(w.name)
-                chosen.append(w)
-    return chosen
-
-
-def shrink(w: Workload) -> Workload:
-    """A small version of ``w`` (same op, stride, padding, kernel) for accuracy checks."""
-    return replace(
-        w,
-        name=w.name + "~small",
-        batch=min(w.batch, 2),
-        size=min(w.size, 9),
-        cin=min(w.cin, 3),
-        cout=min(w.cout, 4),
-        k=min(w.k, 5),
-    )
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def make_inputs(w: Workload, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded NumPy inputs for ``w.op``: the keyword arguments :func:`call` passes on.
-
-    ``x``/``pre_spike``/``post_spike``/``d_out`` are 0/1 at ``w.density``; ``pre_trace``,
-    ``post_trace`` and ``kernel`` are positive uniform values.
-    """
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(w.dtype)
-    xs, ys = w.x_shape, w.y_shape
-    spikes = lambda shape: (rng.random(shape) < w.density).astype(dt)  # noqa: E731
-    positive = lambda shape, hi=1.0: (rng.random(shape) * hi).astype(dt)  # noqa: E731
-    kernel = positive(w.kernel_shape, 0.5) + dt.type(0.01)
-    if w.op == "deconv2d":
-        return {"x": spikes(xs), "kernel": kernel}
-    if w.op == "deconv2d_dk":
-        return {"x": positive(xs), "d_out": spikes(ys)}
-    if w.op == "deconv2d_dx":
-        return {"kernel": kernel, "d_out": spikes(ys)}
-    inputs = {
-        "kernel": kernel,
-        "pre_spike": spikes(xs),
-        "pre_trace": positive(xs),
-        "post_spike": spikes(ys),
-        "post_trace": positive(ys),
-    }
-    if w.op == "step":
-        inputs["x"] = spikes(xs)
-    return inputs
-
-
-def call(backend: Any, w: Workload, inputs: dict[str, Any]) -> Any:
-    """Run ``w.op`` once on ``backend`` (a :class:`convstdp.Backend`) with ``inputs``."""
-    geo = dict(stride=w.stride, padding=w.padding)
-    if w.op == "step":
-        return backend.stdp_step(
-            inputs["kernel"],
-            inputs["x"],
-            inputs["pre_spike"],
-            inputs["pre_trace"],
-            inputs["post_spike"],
-            inputs["post_trace"],
-            **geo,
-            **STDP_PARAMS,
-        )
-    if w.op == "deconv2d":
-        return backend.deconv2d(inputs["x"], inputs["kernel"], **geo)
-    if w.op == "deconv2d_dk":
-        return backend.deconv2d_dk(inputs["x"], inputs["d_out"], kernel_size=w.k, **geo)
-    if w.op == "deconv2d_dx":
-        return backend.deconv2d_dx(inputs["kernel"], inputs["d_out"], **geo)
-    if w.op == "stdp_update":
-        return backend.stdp_update(
-            inputs["kernel"],
-            inputs["pre_spike"],
-            inputs["pre_trace"],
-            inputs["post_spike"],
-            inputs["post_trace"],
-            **geo,
-            **STDP_PARAMS,
-        )
-    raise ValueError(f"unknown op {w.op!r}; expected one of {', '.join(OPS)}")
+        chosen.update((w.name, w) for w in hits)
+    return list(chosen.values())

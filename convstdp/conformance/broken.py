@@ -412,12 +412,7 @@ class SelfTestRow:
     tiers: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.ratio
-        return {
-            **self.__dict__,
-            "ratio": None if r is None else (r if np.isfinite(r) else str(r)),
-            "tiers": {t: (v if np.isfinite(v) else str(v)) for t, v in self.tiers.items()},
-        }
+        return dict(self.__dict__)
 
 
 _VALUE_OPS = ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update", "stdp_step")

@@ -66,15 +66,15 @@ class OutputCheck:
             "output": self.output,
             "size": self.size,
             "mismatches": self.mismatches,
-            "ratio": _json_float(self.ratio),
+            "ratio": self.ratio,
             "index": _json_index(self.index),
-            "got": _json_float(self.got),
-            "expected": _json_float(self.expected),
-            "error": _json_float(self.error),
-            "bound": _json_float(self.bound),
-            "abs_max": _json_float(self.abs_max),
+            "got": self.got,
+            "expected": self.expected,
+            "error": self.error,
+            "bound": self.bound,
+            "abs_max": self.abs_max,
             "abs_index": _json_index(self.abs_index),
-            "rel_max": _json_float(self.rel_max),
+            "rel_max": self.rel_max,
             "rel_index": _json_index(self.rel_index),
         }
 
@@ -120,13 +120,6 @@ class OutputCheck:
             else f"  error/bound {self.ratio:.3g}",
         ]
         return "\n".join(line for line in lines if line)
-
-
-def _json_float(v: float | None) -> float | str | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if np.isfinite(v) else str(v)
 
 
 def _json_index(v: tuple[int, ...] | None) -> list[int] | None:
@@ -202,7 +195,7 @@ class Result:
             "backend": self.backend,
             "operator": self.operator,
             "status": self.status,
-            "ratio": _json_float(self.ratio),
+            "ratio": self.ratio,
             "outputs": [o.to_dict() for o in self.outputs],
             "problems": self.problems,
             "error": self.error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from convstdp import backends as _backends
@@ -16,6 +17,7 @@ from convstdp.cliargs import positive, unwritable
 from convstdp.conformance.cases import GRIDS, Case, case_from_text, grid
 from convstdp.conformance.operators import OPERATOR_NAMES
 from convstdp.conformance.tolerance import POLICY
+from convstdp.present import table, write_json
 from convstdp.progress import Progress
 
 __all__ = ["configure", "main"]
@@ -103,9 +105,7 @@ def _select_backends(names: list[str]) -> list[str]:
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    from convstdp.cli import format_table
-
-    print(format_table(header, rows))
+    print(table(header, rows))
 
 
 def _cases(args: argparse.Namespace) -> tuple[list[Case], str]:
@@ -189,134 +189,171 @@ def _self_test(args: argparse.Namespace, cases: list[Case], progress_on: bool | 
     return doc, control
 
 
+@dataclass
+class _Run:
+    """What one ``convstdp conformance`` invocation has gathered so far."""
+
+    args: argparse.Namespace
+    ops: tuple[str, ...]
+    cases: list[Case]
+    grid_name: str
+    backends: list[Any] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    runs: list[Any] = field(default_factory=list)
+    repros: list[str] = field(default_factory=list)
+    self_test: dict[str, Any] | None = None
+
+    @property
+    def progress_on(self) -> bool | None:
+        return False if self.args.quiet else None
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the conformance suite as the options say; returns the exit code."""
-    from convstdp.conformance import harness
-    from convstdp.conformance import report as rep
-
     ops = tuple(args.operator) or OPERATOR_NAMES
     if args.worker_cases:
-        with open(args.worker_cases) as fh:
-            names = json.load(fh)
-        try:
-            return harness.worker(
-                args.backend[0], names, args.worker_out, seed=args.seed, operators=ops, precision=args.precision
-            )
-        except (_backends.BackendUnavailable, ValueError) as err:
-            print(str(err), file=sys.stderr)
-            return 2
-    if args.timeout is not None and not args.isolate:
-        return _usage("--timeout needs --isolate (it limits each backend's child process)")
-    for path, option in ((args.json, "--json"), (args.report, "--report")):
-        why = path and unwritable(path, option)
-        if why:
-            return _usage(why)
+        return _worker(args, ops)
+    why = _option_problem(args)
+    if why:
+        return _usage(why)
     try:
         cases, grid_name = _cases(args)
     except ValueError as err:
         return _usage(str(err))
     if args.list:
-        for c in cases:
-            print(c.name)
+        print("\n".join(c.name for c in cases))
         return 0
+    run = _Run(args, ops, cases, grid_name, broken={} if args.backend else _broken_backends())
+    code = _load_backends(run)
+    if code is not None:
+        return code
+    if args.self_test:
+        run.self_test, control = _self_test(args, cases, run.progress_on)
+        run.runs.append(control)
+        run.cases = run.cases or list(grid("quick"))
+    code = _check_backends(run) if run.backends else None
+    return code if code is not None else _finish(run)
 
-    broken = {} if args.backend else _broken_backends()
-    names = _select_backends(args.backend)
+
+def _worker(args: argparse.Namespace, ops: tuple[str, ...]) -> int:
+    """The child process of ``--isolate``: check the listed cases on one backend."""
+    from convstdp.conformance import harness
+
+    with open(args.worker_cases) as fh:
+        names = json.load(fh)
     try:
-        backends, unavailable = _load(args, names)
+        return harness.worker(
+            args.backend[0], names, args.worker_out, seed=args.seed, operators=ops, precision=args.precision
+        )
+    except (_backends.BackendUnavailable, ValueError) as err:
+        print(str(err), file=sys.stderr)
+        return 2
+
+
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """Why the options cannot work together (checked before any work), else ``None``."""
+    if args.timeout is not None and not args.isolate:
+        return "--timeout needs --isolate (it limits each backend's child process)"
+    for path, option in ((args.json, "--json"), (args.report, "--report")):
+        why = path and unwritable(path, option)
+        if why:
+            return why
+    return None
+
+
+def _load_backends(run: _Run) -> int | None:
+    """Resolve the backends to check into ``run``; an exit code when that already decides the run."""
+    args = run.args
+    try:
+        run.backends, run.unavailable = _load(args, _select_backends(args.backend))
     except (ValueError, TypeError) as err:
         return _usage(str(err))
     except Exception as err:  # a backend whose code is broken (BackendError, a factory that blows up): a failure
         print(f"convstdp conformance: backend failed to load: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    if unavailable and args.backend:
-        for reason in unavailable.values():
-            print(f"convstdp conformance: error: {reason}", file=sys.stderr)
-        return 2
-    if not backends and not args.self_test and not broken:
+    if run.unavailable and args.backend:
+        return _named_unavailable(run)
+    if not run.backends and not args.self_test and not run.broken:
         print("convstdp conformance: no backend to check (name one with --backend)", file=sys.stderr)
         return 0 if not args.backend else 2
+    return None
 
-    runs: list[harness.BackendRun] = []
-    self_test_doc: dict[str, Any] | None = None
-    progress_on = None if not args.quiet else False
 
-    if args.self_test:
-        self_test_doc, control = _self_test(args, cases, progress_on)
-        runs.append(control)
-        if not cases:
-            cases = list(grid("quick"))
+def _named_unavailable(run: _Run) -> int:
+    for reason in run.unavailable.values():
+        print(f"convstdp conformance: error: {reason}", file=sys.stderr)
+    return 2
 
-    repros: list[str] = []
-    if backends:
-        if grid_name == "random":
-            from convstdp.conformance.randomized import run_random
 
-            random_cases: dict[str, Case] = {}
-            bar = Progress(args.examples * len(backends), "random", progress_on)
-            for be in backends:
-                br, minimal = run_random(
-                    be, examples=args.examples, seed=args.seed, operators=ops, progress=bar, precision=args.precision
-                )
-                runs.append(br)
-                for r in br.results:
-                    random_cases.setdefault(r.case, case_from_text(r.case))
-                if minimal is not None:
-                    repros.append(f"{be.name}: failure shrunk to {minimal.name}; reproduce with:\n  {br.info['repro']}")
-            bar.close()
-            cases = list(random_cases.values())
-        elif args.isolate:
-            bar = Progress(len(cases) * len(backends), "conformance", progress_on)
-            iso = harness.run_isolated(
-                [be.name for be in backends],
-                cases,
-                seed=args.seed,
-                operators=ops,
-                progress=bar,
-                timeout_s=args.timeout,
-                precision=args.precision,
-            )
-            bar.close()
-            for br in iso:
-                if br.info.get("status") == "unavailable":
-                    unavailable[br.name] = br.info.get("reason", "unavailable")
-                else:
-                    runs.append(br)
-            if unavailable and args.backend:
-                for reason in unavailable.values():
-                    print(f"convstdp conformance: error: {reason}", file=sys.stderr)
-                return 2
+def _check_backends(run: _Run) -> int | None:
+    """Check every backend on the run's cases (random, isolated or in-process)."""
+    from convstdp.conformance import harness
+
+    args, n = run.args, len(run.backends)
+    if run.grid_name == "random":
+        _check_random(run)
+        return None
+    with Progress(len(run.cases) * n, "conformance", run.progress_on) as bar:
+        kw = dict(seed=args.seed, operators=run.ops, progress=bar, precision=args.precision)
+        if not args.isolate:
+            run.runs += harness.run(run.backends, run.cases, **kw)
+            return None
+        iso = harness.run_isolated([be.name for be in run.backends], run.cases, timeout_s=args.timeout, **kw)
+    for br in iso:
+        if br.info.get("status") == "unavailable":
+            run.unavailable[br.name] = br.info.get("reason", "unavailable")
         else:
-            bar = Progress(len(cases) * len(backends), "conformance", progress_on)
-            runs += harness.run(backends, cases, seed=args.seed, operators=ops, progress=bar, precision=args.precision)
-            bar.close()
+            run.runs.append(br)
+    return _named_unavailable(run) if run.unavailable and args.backend else None
 
-    real = [br for br in runs if not br.name.startswith("broken:")]
+
+def _check_random(run: _Run) -> None:
+    """The Hypothesis grid: random cases per backend; a failure is shrunk to a minimal case."""
+    from convstdp.conformance.randomized import run_random
+
+    args, seen = run.args, {}
+    with Progress(args.examples * len(run.backends), "random", run.progress_on) as bar:
+        for be in run.backends:
+            br, minimal = run_random(
+                be, examples=args.examples, seed=args.seed, operators=run.ops, progress=bar, precision=args.precision
+            )
+            run.runs.append(br)
+            seen.update((r.case, None) for r in br.results)
+            if minimal is not None:
+                run.repros.append(f"{be.name}: failure shrunk to {minimal.name}; reproduce with:\n  {br.info['repro']}")
+    run.cases = [case_from_text(name) for name in seen]
+
+
+def _finish(run: _Run) -> int:
+    """Summarise, write ``--json``/``--report``, and return the exit code."""
+    from convstdp.conformance import report as rep
+
+    args = run.args
+    real = [br for br in run.runs if not br.name.startswith("broken:")]
     # A grid meant to cover every path (quick/full, all operators) fails on a path it never exercised.
-    covering = grid_name in ("quick", "full") and set(ops) == set(OPERATOR_NAMES)
+    covering = run.grid_name in ("quick", "full") and set(run.ops) == set(OPERATOR_NAMES)
     problems = [p for br in real for p in br.grid_problems(require_paths=covering)]
-    problems += [f"backend {n!r} is broken (not a missing library): {why}" for n, why in broken.items()]
-    _print_summary(real, cases, grid_name, args.seed, repros, unavailable, problems)
-
-    ok = not any(br.failed for br in real) and not problems and (self_test_doc is None or self_test_doc["ok"])
+    problems += [f"backend {n!r} is broken (not a missing library): {why}" for n, why in run.broken.items()]
+    _print_summary(real, run.cases, run.grid_name, args.seed, run.repros, run.unavailable, problems)
+    ok = not any(br.failed for br in real) and not problems and (run.self_test is None or run.self_test["ok"])
     if args.json or args.report:
         doc = rep.to_json(
             real,
-            cases,
-            grid=grid_name,
+            run.cases,
+            grid=run.grid_name,
             seed=args.seed,
             argv=sys.argv,
-            unavailable=unavailable,
-            self_test=self_test_doc,
+            unavailable=run.unavailable,
+            self_test=run.self_test,
             problems=problems,
         )
         doc["ok"] = ok
         if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(doc, fh, indent=1)
+            write_json(args.json, doc)
         if args.report:
             with open(args.report, "w") as fh:
-                fh.write(rep.markdown(doc, real, cases))
+                fh.write(rep.markdown(doc, real, run.cases))
     print("\nOK: every checked backend agrees with the reference" if ok else "\nFAILED")
     return 0 if ok else 1
 

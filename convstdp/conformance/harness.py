@@ -22,6 +22,7 @@ from convstdp import backends as _backends
 from convstdp import paths as _paths
 from convstdp.conformance.cases import Case, make_inputs
 from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
+from convstdp.present import dumps
 from convstdp.progress import Progress
 
 __all__ = ["BackendRun", "run", "run_isolated", "Progress", "resolve_backends"]
@@ -210,73 +211,80 @@ def run_isolated(
         br = BackendRun(name)
         remaining = list(cases)
         while remaining:
-            with tempfile.TemporaryDirectory(prefix="convstdp-conf-") as tmp:
-                cases_file = os.path.join(tmp, "cases.json")
-                out_file = os.path.join(tmp, "results.jsonl")
-                with open(cases_file, "w") as fh:
-                    json.dump([c.name for c in remaining], fh)
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "convstdp",
-                    "conformance",
-                    "--backend",
-                    name,
-                    "--seed",
-                    str(seed),
-                    "--worker-cases",
-                    cases_file,
-                    "--worker-out",
-                    out_file,
-                    *[a for op in ops for a in ("--operator", op)],
-                    *(("--precision", precision) if precision else ()),
-                ]
-                t0 = time.perf_counter()
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                seen = 0
-                started: str | None = None
-                done_cases: set[str] = set()
-                crashed_reason = ""
-                while True:
-                    try:
-                        proc.wait(timeout=0.2)
-                        finished = True
-                    except subprocess.TimeoutExpired:
-                        finished = False
-                        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-                            proc.kill()
-                            proc.wait()
-                            crashed_reason = f"timed out after {timeout_s:.0f} s"
-                            finished = True
-                    seen, started = _drain(out_file, seen, br, done_cases, started, progress)
-                    if finished:
-                        break
-                br.seconds += time.perf_counter() - t0
-                stderr = proc.stderr.read() if proc.stderr else ""
-                rc = proc.returncode
-            if rc in (0, 1) and not crashed_reason:
+            child = _Child(name, seed, ops, precision, timeout_s)
+            child.run(remaining, br, progress)
+            if child.rc in (0, 1) and not child.killed:
                 break
-            if not done_cases and started is None and rc == 2:
-                br.info = {
-                    "status": "unavailable",
-                    "reason": stderr.strip().splitlines()[-1] if stderr else f"exit {rc}",
-                }
+            if not child.done and child.started is None and child.rc == 2:
+                br.info = {"status": "unavailable", "reason": child.last_error_line()}
                 break
-            # The child died: the case it had started is the culprit.
-            why = crashed_reason or f"child process exited with {rc}" + (f" (signal {-rc})" if rc < 0 else "")
-            tail = " | ".join(stderr.strip().splitlines()[-3:])
-            culprit = started or (remaining[0].name if remaining else None)
-            if culprit is None:
-                break
+            culprit = child.started or remaining[0].name  # the case it had started killed it
             for op in ops:
-                br.results.append(Result(culprit, name, op, "crash", error=f"{why}: {tail}"))
+                br.results.append(Result(culprit, name, op, "crash", error=child.why()))
             if progress is not None:
                 progress.advance(f"{name} {culprit} (crash)")
             names_left = [c.name for c in remaining]
-            cut = names_left.index(culprit) + 1 if culprit in names_left else 1
-            remaining = remaining[cut:]
+            remaining = remaining[names_left.index(culprit) + 1 if culprit in names_left else 1 :]
         runs.append(br)
     return runs
+
+
+@dataclass
+class _Child:
+    """One worker process of :func:`run_isolated` and how it ended."""
+
+    name: str
+    seed: int
+    ops: tuple[str, ...]
+    precision: str | None
+    timeout_s: float | None
+    rc: int | None = None
+    stderr: str = ""
+    killed: str = ""
+    started: str | None = None
+    done: set[str] = field(default_factory=set)
+
+    def _command(self, cases_file: str, out_file: str) -> list[str]:
+        return [
+            sys.executable,
+            *("-m", "convstdp", "conformance", "--backend", self.name, "--seed", str(self.seed)),
+            *("--worker-cases", cases_file, "--worker-out", out_file),
+            *[a for op in self.ops for a in ("--operator", op)],
+            *(("--precision", self.precision) if self.precision else ()),
+        ]
+
+    def run(self, cases: Sequence[Case], br: BackendRun, progress: Progress | None) -> None:
+        """Run the worker on ``cases``, streaming its results into ``br`` until it exits or times out."""
+        with tempfile.TemporaryDirectory(prefix="convstdp-conf-") as tmp:
+            cases_file, out_file = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.jsonl")
+            with open(cases_file, "w") as fh:
+                json.dump([c.name for c in cases], fh)
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                self._command(cases_file, out_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+            seen, finished = 0, False
+            while not finished:
+                try:
+                    proc.wait(timeout=0.2)
+                    finished = True
+                except subprocess.TimeoutExpired:
+                    if self.timeout_s is not None and time.perf_counter() - t0 > self.timeout_s:
+                        proc.kill()
+                        proc.wait()
+                        self.killed, finished = f"timed out after {self.timeout_s:.0f} s", True
+                seen, self.started = _drain(out_file, seen, br, self.done, self.started, progress)
+            br.seconds += time.perf_counter() - t0
+            self.stderr = proc.stderr.read() if proc.stderr else ""
+            self.rc = proc.returncode
+
+    def last_error_line(self) -> str:
+        return self.stderr.strip().splitlines()[-1] if self.stderr.strip() else f"exit {self.rc}"
+
+    def why(self) -> str:
+        rc = self.rc or 0
+        why = self.killed or f"child process exited with {rc}" + (f" (signal {-rc})" if rc < 0 else "")
+        return f"{why}: " + " | ".join(self.stderr.strip().splitlines()[-3:])
 
 
 def _drain(
@@ -327,7 +335,7 @@ def worker(
     with open(out_path, "a", buffering=1) as fh:
 
         def emit(rec: dict[str, Any]) -> None:
-            fh.write(json.dumps(rec) + "\n")
+            fh.write(dumps(rec, indent=None) + "\n")
             fh.flush()
 
         emit({"kind": "info", "info": backend_info(be, precision)})

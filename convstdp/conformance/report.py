@@ -21,6 +21,7 @@ from convstdp.conformance.cases import Case, coverage
 from convstdp.conformance.checks import OPERATOR_NAMES, Result
 from convstdp.conformance.harness import BackendRun
 from convstdp.environment import cpu_model, library_versions
+from convstdp.present import table
 
 __all__ = [
     "SCHEMA",
@@ -55,8 +56,7 @@ class SummaryRow:
     worst_case: str
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.worst_ratio
-        return {**self.__dict__, "worst_ratio": None if r is None else (r if np.isfinite(r) else str(r))}
+        return dict(self.__dict__)
 
 
 def summarize(runs: Sequence[BackendRun]) -> list[SummaryRow]:
@@ -222,13 +222,6 @@ def to_json(
 # ----------------------------------------------------------------------------- Markdown
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _reason_kind(msg: str) -> str:
     """An unsupported-reason with its particular values blanked, so reasons group by kind."""
     msg = msg.split("\n")[0]
@@ -330,16 +323,16 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
         "No global atol. A result passes when every element's error/bound ≤ 1; the tables show the worst ratio. "
         "Derivation and measurements: `convstdp/conformance/tolerance.py`.",
         "",
-        _md_table(["mode", "u (unit roundoff)", "c (safety)", "tiny", "note"], pol_rows),
+        table(["mode", "u (unit roundoff)", "c (safety)", "tiny", "note"], pol_rows, "md"),
         "",
         "## Summary",
         "",
     ]
     header, body = summary_table(summarize(runs))
-    lines.append(_md_table(header, body) if body else "_No results._")
+    lines.append(table(header, body, "md") if body else "_No results._")
     t_header, t_body = tier_table(runs, cases)
     if t_body:
-        lines += ["", "Worst error/bound by size tier (number of cases in brackets):", "", _md_table(t_header, t_body)]
+        lines += ["", "Worst error/bound by size tier (number of cases in brackets):", "", table(t_header, t_body, "md")]
     timing = [
         [
             br.name,
@@ -353,11 +346,11 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
     if timing:
         lines += [
             "",
-            _md_table(["backend", "seconds", "first case s (JIT warm-up)", "version", "checked at (from)"], timing),
+            table(["backend", "seconds", "first case s (JIT warm-up)", "version", "checked at (from)"], timing, "md"),
         ]
     c_header, c_body = coverage_table(runs)
     if c_body:
-        lines += ["", "## Path coverage", "", _md_table(c_header, c_body)]
+        lines += ["", "## Path coverage", "", table(c_header, c_body, "md")]
     if doc.get("grid_problems"):
         lines += ["", "## Grid problems", ""] + [f"- {p}" for p in doc["grid_problems"]]
     unavailable = {k: v for k, v in doc["backends"].items() if v.get("status") == "unavailable"}
@@ -391,7 +384,7 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
             "failure). A precision bug must exceed its threshold on the float32 cases of every size tier; its "
             "err/bound column gives the least ratio per tier.",
             "",
-            _md_table(
+            table(
                 ["bug", "caught", "check", "first caught by", "err/bound", "cases run"],
                 [
                     [
@@ -404,6 +397,7 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
                     ]
                     for r in st["rows"]
                 ],
+                "md",
             ),
         ]
     lines += ["", "## Environment", "", "```", json.dumps(env, indent=2), "```", ""]

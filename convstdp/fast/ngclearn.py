@@ -19,9 +19,9 @@ Results are ``jax.Array``. Where upstream departs from SPEC:
   at the same precision as our backends (SPEC §4); on CPU this changes nothing.
 - **Dtypes.** Inputs are cast to the SPEC §4 result dtype before the call (upstream itself
   computes in whatever dtype it is given); float64 needs ``jax_enable_x64``, as for ``"jax"``.
-- **The STDP step.** No fused ``stdp_step``: like the synapse (``advance_state``, ``evolve``,
-  ``backtransmit``), the three operators are separate compiled calls; ``stdp_update`` is one
-  compiled call, as ngcsimlib compiles ``evolve``.
+- **The STDP step.** ``stdp_step`` is upstream's ``advance_state``, ``evolve`` and
+  ``backtransmit`` jitted as one whole step, as ngc-learn's compiled processes run a model;
+  ``stdp_update`` alone is one compiled call, as ngcsimlib compiles ``evolve``.
 
 On every square SAME/VALID configuration tried (maps 1-7, kernels 1-6, strides 1-4) upstream's
 results agree with the reference.
@@ -30,7 +30,7 @@ results agree with the reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 from convstdp import geometry
@@ -40,6 +40,7 @@ Pair = tuple[int, int]
 Pads = tuple[Pair, Pair]
 
 _UNSUPPORTED = "unsupported by upstream (ngclearn ngcconv)"
+_STDP = ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace")
 
 
 def upstream_padding(kernel_size: Pair, stride: Pair, pads: Pads, in_size: Pair) -> tuple[int, str]:
@@ -76,7 +77,7 @@ class NgclearnBackend:
         self._jax = jax
         self._ng = ngcconv
         self.version = f"ngclearn {version('ngclearn')} (jax {jax.__version__})"
-        self._update = _make_update(jax, ngcconv)
+        self._update, self._step = _make_update(jax, ngcconv)
 
     def devices(self) -> list[str]:
         from convstdp.fast._jax_common import device_names
@@ -130,6 +131,14 @@ class NgclearnBackend:
             # upstream ignores delta_shape here; the synapse passes its x_delta_shape
             return self._ng.calc_dX_deconv(kernel, d_out, delta_shape=(0, 0), stride_size=s, padding=mode)
 
+    def _evolve_args(self, arrays: Sequence[Any], stride: Pair, padding: Pads, params: Any) -> dict[str, Any]:
+        """The static arguments of upstream's ``evolve`` for (kernel, pre_spike, ..., post_trace)."""
+        kernel, pre, _, post, _ = arrays
+        ksize = tuple(kernel.shape[:2])
+        s, mode = upstream_padding(ksize, stride, padding, tuple(pre.shape[1:3]))
+        delta = _delta_shape(self._ng, tuple(pre.shape), tuple(post.shape), s, ksize[0], str(kernel.dtype))
+        return dict(stride=s, mode=mode, k=ksize[0], delta=delta, decay=params.w_decay > 0, bound=params.w_bound > 0)
+
     def stdp_update(
         self,
         kernel: Any,
@@ -143,24 +152,25 @@ class NgclearnBackend:
         params: geometry.StdpParams,
     ) -> tuple[Any, Any]:
         """The synapse's ``evolve`` (``_compute_update`` plus decay and bound), one compiled call."""
-        ksize = tuple(kernel.shape[:2])
-        s, mode = upstream_padding(ksize, stride, padding, tuple(pre_spike.shape[1:3]))
-        arrays = self._cast(
-            ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"),
-            (kernel, pre_spike, pre_trace, post_spike, post_trace),
-        )
-        kernel_, pre_, _, post_, _ = arrays
-        delta = _delta_shape(self._ng, tuple(pre_.shape), tuple(post_.shape), s, ksize[0], str(kernel_.dtype))
+        arrays = self._cast(_STDP, (kernel, pre_spike, pre_trace, post_spike, post_trace))
         with self._highest():
-            return self._update(
-                *arrays,
-                tuple(params),
-                stride=s,
-                mode=mode,
-                k=ksize[0],
-                delta=delta,
-                decay=params.w_decay > 0,
-                bound=params.w_bound > 0,
+            return self._update(*arrays, tuple(params), **self._evolve_args(arrays, stride, padding, params))
+
+    def stdp_step(self, kernel: Any, x: Any, *stdp: Any, stride: Pair, padding: Pads, params: Any) -> tuple[Any, ...]:
+        """The whole synapse step (``advance_state``, ``evolve``, ``backtransmit``) as one compiled call,
+        as ngc-learn's jitted processes run it; operators apart when ``y``'s dtype differs from the update's."""
+        from convstdp.fast._jax_common import result_dtype
+
+        arrays = [kernel, *stdp]
+        if result_dtype(("x", "kernel"), (x, kernel)) != result_dtype(_STDP, arrays):
+            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
+            w_new, dw = self.stdp_update(*arrays, stride=stride, padding=padding, params=params)
+            dx = self.deconv2d_dx(w_new, stdp[2], stride=stride, padding=padding, input_shape=tuple(x.shape))
+            return y, w_new, dw, dx
+        kernel, x, *rest = self._cast(("kernel", "x", *_STDP[1:]), (kernel, x, *stdp))
+        with self._highest():
+            return self._step(
+                kernel, x, *rest, tuple(params), **self._evolve_args([kernel, *rest], stride, padding, params)
             )
 
 
@@ -175,10 +185,12 @@ def _delta_shape(ng: Any, x_shape: tuple, d_shape: tuple, stride: int, k: int, d
     return abs(dk.shape[0] - k), abs(dk.shape[1] - k)
 
 
-def _make_update(jax: Any, ng: Any) -> Any:
+def _make_update(jax: Any, ng: Any) -> tuple[Any, Any]:
+    """The synapse's ``evolve`` and its whole step (``advance_state``, ``evolve``, ``backtransmit``),
+    each one ``jax.jit`` of upstream's functions, as ngc-learn's compiled processes run them."""
     jnp = jax.numpy
+    static = ("stride", "mode", "k", "delta", "decay", "bound")
 
-    @partial(jax.jit, static_argnames=("stride", "mode", "k", "delta", "decay", "bound"))
     def evolve(kernel, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, mode, k, delta, decay, bound):
         a_plus, a_minus, eta, target, w_decay, w_bound = (jnp.asarray(v, kernel.dtype) for v in scalars)
         kw = dict(delta_shape=delta, stride_size=stride, out_size=k, padding=mode)
@@ -193,7 +205,13 @@ def _make_update(jax: Any, ng: Any) -> Any:
             w = jnp.clip(w, 0.01, w_bound - 0.01)
         return w, dw
 
-    return evolve
+    def step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, mode, **kw):
+        y = ng.deconv2d(x, kernel, stride_size=stride, padding=mode)
+        w, dw = evolve(kernel, pre_spike, pre_trace, post_spike, post_trace, scalars, stride=stride, mode=mode, **kw)
+        dx = ng.calc_dX_deconv(w, post_spike, delta_shape=(0, 0), stride_size=stride, padding=mode)
+        return y, w, dw, dx
+
+    return jax.jit(evolve, static_argnames=static), jax.jit(step, static_argnames=static)
 
 
 def create_backend() -> NgclearnBackend:

@@ -2,7 +2,9 @@
 
 Registered opt-in and flagged as a baseline (:func:`convstdp.backends.is_baseline`): it runs only
 when named, and benchmark reports compare the other runners with it. It takes and returns NHWC
-NumPy arrays like every backend, converting to PyTorch's NCHW layout inside each call.
+NumPy arrays like every backend, converting to PyTorch's NCHW layout inside each call; the
+benchmark times its step as a PyTorch user runs it, on NCHW tensors prepared once
+(:meth:`TorchBackend.native`).
 
 PyTorch: SPEC §3 pairs input ``h`` and tap ``a`` at ``p = h*s + lo - a``; ``conv_transpose2d``
 pairs them at ``p = h*s - P + a``. So the kernel is flipped (``a -> k-1-a``) and laid out
@@ -136,48 +138,84 @@ class TorchBackend:
         with self.torch.no_grad():
             return self._nhwc(self._dx(self._weight(kernel, dt), self._nchw(d_out, dt), input_shape, stride, padding))
 
-    def _update(
-        self,
-        kernel,
-        pre_spike,
-        pre_trace,
-        post_spike,
-        post_trace,
-        *,
-        stride,
-        padding,
-        params,
-    ):
-        A_plus, A_minus, eta, pretrace_target, w_decay, w_bound = params
-        dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in (kernel, pre_spike, pre_trace, post_spike, post_trace)))
-        ks = tuple(kernel.shape[:2])
-        ltp = self._dk(
-            self._nchw(pre_trace, dt) - pretrace_target, self._nchw(post_spike, dt) * A_plus, ks, stride, padding
+    def _update(self, w: Any, pre_s: Any, pre_t: Any, post_s: Any, post_t: Any, stride, padding: Pads, params) -> Any:
+        """The seed's ``evolve`` on PyTorch-layout tensors (NCHW maps, flipped ``(Ci, Co, kh, kw)``
+        weights): ``(W', dW)`` in the weights' layout."""
+        ks = tuple(w.shape[2:])
+        ltp = self._dk(pre_t - params.pretrace_target, post_s * params.A_plus, ks, stride, padding)
+        dw = ltp - self._dk(pre_s, post_t * params.A_minus, ks, stride, padding)
+        w_new = w + params.eta * dw
+        if params.w_decay > 0:
+            w_new = w_new - params.w_decay * w
+        if params.w_bound > 0:
+            w_new = w_new.clamp(0.01, params.w_bound - 0.01)
+        return w_new, dw
+
+    def _step(self, w: Any, x: Any, pre_s: Any, pre_t: Any, post_s: Any, post_t: Any, g: Any, params: Any) -> Any:
+        """SPEC §8 step on PyTorch-layout tensors → ``(y, W', dW, dX)`` in that layout."""
+        p, extra = self._plan(g.kernel_size, g.pads)
+        y = self.F.conv_transpose2d(x, w, stride=g.stride, padding=p)
+        y = self.F.pad(y, extra) if any(extra) else y
+        w_new, dw = self._update(w, pre_s, pre_t, post_s, post_t, g.stride, g.pads, params)
+        return y, w_new, dw, self._dx(w_new, post_s, g.x_shape, g.stride, g.pads)
+
+    def _native_inputs(self, inputs: dict[str, Any], names: tuple[str, ...], dt: np.dtype) -> list[Any]:
+        """NHWC/HWIO arrays → PyTorch layout, once each (``x`` and ``pre_spike`` may be one array)."""
+        done: dict[int, Any] = {}
+        conv = lambda n: self._weight(inputs[n], dt) if n == "kernel" else self._nchw(inputs[n], dt)  # noqa: E731
+        return [done.setdefault(id(inputs[n]), conv(n)) for n in names]
+
+    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, *, stride, padding, params):
+        arrays = dict(
+            kernel=kernel, pre_spike=pre_spike, pre_trace=pre_trace, post_spike=post_spike, post_trace=post_trace
         )
-        ltd = self._dk(self._nchw(pre_spike, dt), self._nchw(post_trace, dt) * A_minus, ks, stride, padding)
-        dw = self._unflip(ltp - ltd)
-        w = self._t(kernel, dt)
-        w_new = w + eta * dw
-        if w_decay > 0:
-            w_new = w_new - w_decay * w
-        if w_bound > 0:
-            w_new = w_new.clamp(0.01, w_bound - 0.01)
-        return w_new, dw, dt
-
-    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, **kw) -> tuple[np.ndarray, ...]:
+        dt = geometry.result_dtype(*(np.dtype(a.dtype) for a in arrays.values()))
         with self.torch.no_grad():
-            w_new, dw, _ = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **kw)
-            return w_new.numpy(), dw.numpy()
+            w_new, dw = self._update(*self._native_inputs(arrays, tuple(arrays), dt), stride, padding, params)
+            return self._unflip(w_new).numpy(), self._unflip(dw).numpy()
 
-    def stdp_step(self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, **kw):
-        """Fused SPEC §8 step: the layout conversions of shared inputs are done once."""
-        stride, padding = kw["stride"], kw["padding"]
-        with self.torch.no_grad():
+    def native(self, op: str, inputs: dict[str, Any], g: Any, params: Any, *, spec_layout: bool = False) -> Any:
+        """The SPEC §8 step as a PyTorch user runs it: tensors converted to NCHW (and the kernel to
+        ``conv_transpose2d``'s layout) once, here; the returned call computes on them and returns
+        PyTorch-layout tensors (``spec_layout``: NHWC/HWIO NumPy arrays, for checking). ``None`` for
+        other operators (they are timed through the interface)."""
+        if op != "stdp_step":
+            return None
+        names = ("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace")
+        dt = geometry.result_dtype(*(np.dtype(inputs[n].dtype) for n in names))
+        tensors = self._native_inputs(inputs, names, dt)
+        torch = self.torch
+
+        def run() -> Any:
+            with torch.no_grad():
+                return self._step(*tensors, g, params)
+
+        if not spec_layout:
+            return run
+
+        def run_spec() -> tuple[np.ndarray, ...]:
+            y, w_new, dw, dx = run()
+            return self._nhwc(y), self._unflip(w_new).numpy(), self._unflip(dw).numpy(), self._nhwc(dx)
+
+        return run_spec
+
+    def stdp_step(self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, *, stride, padding, params):
+        """Fused SPEC §8 step; each output keeps its own SPEC §4 dtype when the inputs mix dtypes."""
+        inputs = dict(
+            kernel=kernel, x=x, pre_spike=pre_spike, pre_trace=pre_trace, post_spike=post_spike, post_trace=post_trace
+        )
+        dts = {geometry.result_dtype(np.dtype(x.dtype), np.dtype(kernel.dtype))} | {
+            geometry.result_dtype(*(np.dtype(a.dtype) for n, a in inputs.items() if n != "x"))
+        }
+        if len(dts) > 1:
             y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw, dt = self._update(kernel, pre_spike, pre_trace, post_spike, post_trace, **kw)
-            w_t = w_new.permute(2, 3, 0, 1).flip(2, 3).contiguous()
-            dx = self._dx(w_t, self._nchw(post_spike, dt), tuple(pre_spike.shape), stride, padding)
-            return y, w_new.numpy(), dw.numpy(), self._nhwc(dx)
+            w_new, dw = self.stdp_update(
+                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, params=params
+            )
+            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
+            return y, w_new, dw, dx
+        g = geometry.check_stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, stride, padding)
+        return self.native("stdp_step", inputs, g, params, spec_layout=True)()
 
 
 def create_backend() -> TorchBackend:
