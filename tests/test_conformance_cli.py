@@ -126,8 +126,8 @@ def test_json_and_markdown_records(tmp_path) -> None:
         "ok",
     }
     assert doc["seed"] == 7 and doc["grid"] == "case" and doc["ok"] is False
-    assert {"convstdp", "python", "libraries", "platform", "cpu"} <= set(doc["environment"])
-    assert doc["environment"]["libraries"]["numpy"]
+    assert {"convstdp", "python", "versions", "platform", "cpu_model", "git_commit"} <= set(doc["environment"])
+    assert doc["environment"]["versions"]["numpy"]
     assert doc["tolerance"]["policy"]["float32"]["u"] == 2.0**-24
     assert doc["backends"]["reference"]["status"] == "ok" and "version" in doc["backends"]["reference"]
     assert [c["name"] for c in doc["cases"]] == [CASE, CASE2]

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from typing import Any
 
 from convstdp import backends as _backends
-from convstdp.bench import env, probe, verify
+from convstdp import environment as env
+from convstdp.bench import probe, verify
 from convstdp.bench.timing import Measurement, Runner, Settings, bench_workload
 from convstdp.bench.workloads import Workload
 

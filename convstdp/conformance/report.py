@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import platform
 import re
 import sys
 from collections import Counter, defaultdict
@@ -15,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-import convstdp
+from convstdp import environment
 from convstdp.conformance import tolerance as tol
 from convstdp.conformance.cases import Case, coverage
 from convstdp.conformance.checks import OPERATOR_NAMES, Result
 from convstdp.conformance.harness import BackendRun
-from convstdp.environment import cpu_model, library_versions
 from convstdp.present import table
 
 __all__ = [
@@ -31,15 +28,12 @@ __all__ = [
     "summary_table",
     "tier_table",
     "coverage_table",
-    "environment",
     "to_json",
     "markdown",
 ]
 
 SCHEMA = "convstdp.conformance"
 SCHEMA_VERSION = 1
-
-_LIBS = ("numpy", "scipy", "numba", "llvmlite", "jax", "jaxlib", "ngclearn", "ngcsimlib", "torch", "hypothesis")
 
 
 @dataclass
@@ -148,19 +142,6 @@ def summary_table(rows: Sequence[SummaryRow]) -> tuple[list[str], list[list[str]
     return header, body
 
 
-def environment() -> dict[str, Any]:
-    """Versions of convstdp, Python and the backend libraries; platform and CPU."""
-    return {
-        "convstdp": convstdp.__version__,
-        "python": sys.version.split()[0],
-        "libraries": {lib: v for lib, v in library_versions(_LIBS).items() if v is not None},
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def to_json(
     runs: Sequence[BackendRun],
     cases: Sequence[Case],
@@ -199,7 +180,7 @@ def to_json(
         "command": list(argv) if argv is not None else sys.argv,
         "grid": grid,
         "seed": seed,
-        "environment": environment(),
+        "environment": environment.collect(),
         "tolerance": {
             "model": "bound = c * u * scale + tiny per element, scale = sqrt(n (S^2/3 + 2 R^2)) + R + |S| "
             "(n non-zero terms, S the reference value, R = sqrt(sum of squared terms)); composed for STDP",
@@ -275,7 +256,7 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
         "",
         f"**Verdict: {'PASS' if ok else 'FAIL'}** — {len(cases)} cases ({doc['grid']} grid, seed {doc['seed']}) "
         f"checked on {', '.join(f'`{n}`' for n in names) or 'no backend'} against the NumPy reference. "
-        f"convstdp {env['convstdp']}, {env['platform']}, {env['cpu']}, {doc['created']}.",
+        f"convstdp {env['convstdp']}, {env['platform']}, {env['cpu_model']}, {doc['created']}.",
         "",
         "Closest to the bound (worst error/bound over all operators, 1 = at the bound): "
         + (", ".join(_closest(br) for br in runs) or "-")
@@ -332,7 +313,12 @@ def markdown(doc: dict[str, Any], runs: Sequence[BackendRun], cases: Sequence[Ca
     lines.append(table(header, body, "md") if body else "_No results._")
     t_header, t_body = tier_table(runs, cases)
     if t_body:
-        lines += ["", "Worst error/bound by size tier (number of cases in brackets):", "", table(t_header, t_body, "md")]
+        lines += [
+            "",
+            "Worst error/bound by size tier (number of cases in brackets):",
+            "",
+            table(t_header, t_body, "md"),
+        ]
     timing = [
         [
             br.name,

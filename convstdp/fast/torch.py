@@ -17,25 +17,17 @@ that no forward pass is recomputed for them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from convstdp import geometry
 from convstdp.backends import BackendUnavailable
+from convstdp.environment import cpu_count
 
-__all__ = ["TorchBackend", "create_backend", "torch_pads", "cpu_count"]
+__all__ = ["TorchBackend", "create_backend", "torch_pads"]
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def torch_pads(k: int, lo: int, hi: int) -> tuple[int, int, int]:
