@@ -1,13 +1,16 @@
 """Numba's SPEC §8 step against PyTorch and JAX across spike densities (issue 11), in one process.
 
 Usage: ``NUMBA_CACHE_DIR=... python scripts/numba_density.py [--workloads batch-mid,...]
-[--densities 0.01,0.1,0.3,1.0] [--runners numba,numba-sparse,torch,jax] [--samples 7] [--peak] [--memory]``
+[--densities 0.01,0.1,0.3,1.0] [--runners numba,numba-sparse,numba-dense,numba-old,torch,jax] [--samples 7]
+[--peak] [--memory] [--old DIR]``
 
 Every runner is timed after warm-up, ``--samples`` times, on the same inputs; the median is printed
 (ms). Spikes (``x`` = ``pre_spike``, ``post_spike``) are 0/1 float32 at density ``d``; traces are dense
 (U(0.5, 1) where a spike is, U(0.01, 0.5) elsewhere). PyTorch runs on NCHW tensors prepared outside the
 timed region, with as many threads as Numba; JAX gets device arrays prepared outside. ``numba-sparse``
 forces the sparse (row-list) path, ``numba-dense`` the dense (GEMM) one: the two sides of the threshold.
+``numba-old`` is the backend before issue 11 (``--old DIR``: a directory holding that version's
+``numba.py`` as ``numba_orig.py``, importing its kernels as ``_numba_kernels_orig``).
 ``--peak``: float32 GEMM peak (``np.dot`` of 2048² matrices). ``--memory``: tracemalloc peak of one Numba
 step over the size of its outputs.
 """
@@ -56,16 +59,23 @@ def median_ms(fn, samples: int) -> float:
 def runner(name: str, inp: dict[str, np.ndarray], g: geometry.Geometry, threads: int):
     names = ("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace")
     kw = dict(stride=g.stride, padding=g.pads, **PARAMS)
+    if name == "numba-old":  # the backend before the dense path: ``--old DIR`` holds its two modules
+        import numba_orig  # noqa: PLC0415  (numba.py of before, importing _numba_kernels_orig)
+
+        impl = numba_orig.NumbaBackend()
+        args = [inp[n] for n in names]
+        params = geometry.StdpParams(**PARAMS)
+        return lambda: impl.stdp_step(*args, stride=g.stride, padding=g.pads, params=params)
     if name.startswith("numba"):
-        be = convstdp.get_backend("numba")
-        impl = be.impl
+        impl = convstdp.get_backend("numba").impl
         force = {"numba": None, "numba-sparse": "sparse", "numba-dense": "dense"}[name]
         args = [inp[n] for n in names]
+        params = geometry.StdpParams(**PARAMS)
 
         def run():
             impl.force = force
             try:
-                return be.stdp_step(*args, **kw)
+                return impl.stdp_step(*args, stride=g.stride, padding=g.pads, params=params)
             finally:
                 impl.force = None
 
@@ -105,7 +115,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=7)
     ap.add_argument("--peak", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--old", help="directory with numba_orig.py / _numba_kernels_orig.py (runner numba-old)")
     a = ap.parse_args()
+    if a.old:
+        import sys
+
+        sys.path.insert(0, a.old)
     import numba
 
     threads = numba.get_num_threads()
@@ -131,8 +146,10 @@ def main() -> None:
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 size = sum(o.nbytes for o in outs)
-                print(f"    numba step peak traced memory {peak / 1e6:.2f} MB, outputs {size / 1e6:.2f} MB, "
-                      f"extra {(peak - size) / size:.2f}x outputs")
+                print(
+                    f"    numba step peak traced memory {peak / 1e6:.2f} MB, outputs {size / 1e6:.2f} MB, "
+                    f"extra {(peak - size) / size:.2f}x outputs"
+                )
 
 
 if __name__ == "__main__":

@@ -66,6 +66,23 @@ def assert_close(got, want, mag, nterms, dtype, what):
         )
 
 
+@contextmanager
+def _forced(path):
+    """Inside the block the backend takes the ``path`` formulation (``"dense"``, ``"sparse"``; None: its choice)."""
+    before = BE.impl.force
+    BE.impl.force = path
+    try:
+        yield
+    finally:
+        BE.impl.force = before
+
+
+def _only(taken, kind):
+    """Every path noted is a ``kind`` one (``"dense"``) or none is (``"sparse"``)."""
+    dense = [p for p in taken if p.endswith("/dense")]
+    assert taken and (dense == taken if kind == "dense" else not dense), taken
+
+
 def _cases():
     for (name, n, h, w, ci, co, kh, kw), stride, padding in itertools.product(SHAPES, STRIDES, PADDINGS):
         st = geometry.normalize_stride(stride)
@@ -78,13 +95,20 @@ def _cases():
 CASES = list(_cases())
 
 
+@pytest.mark.parametrize("path", ["sparse", "dense"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("stride", STRIDES, ids=str)
 @pytest.mark.parametrize("padding", PADDINGS, ids=geometry.padding_label)
-def test_operators_agree_with_reference(dtype, stride, padding):
+def test_operators_agree_with_reference(dtype, stride, padding, path):
     cases = [c for c in CASES if c[2] == stride and c[3] == padding]
     assert cases, "every stride/padding pair keeps at least one shape"
     rng = np.random.default_rng(1234)
+    with _forced(path), convstdp.paths.recording() as taken:
+        _operators_agree(rng, cases, dtype, stride, padding)
+    _only(taken, path)
+
+
+def _operators_agree(rng, cases, dtype, stride, padding):
     for name, (n, h, w, ci, co, kh, kw), _, _ in cases:
         tag = f"{name} stride={stride} padding={geometry.padding_label(padding)} {np.dtype(dtype).name}"
         kw_ = dict(stride=stride, padding=padding)
@@ -145,8 +169,15 @@ def _stdp_mag(k, pre_s, pre_t, post_s, post_t, stride, padding, p):
     ],
     ids=["all", "defaults", "bound-no-decay", "decay-no-bound"],
 )
-def test_stdp_update_and_step_agree_with_reference(dtype, params):
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_stdp_update_and_step_agree_with_reference(dtype, params, path):
     rng = np.random.default_rng(99)
+    with _forced(path), convstdp.paths.recording() as taken:
+        _stdp_agrees(rng, dtype, params)
+    _only([p for p in taken if p != "stdp_step/composed"], path)
+
+
+def _stdp_agrees(rng, dtype, params):
     for name, (n, h, w, ci, co, kh, kw), stride, padding in CASES[::3]:
         tag = f"{name} stride={stride} padding={geometry.padding_label(padding)} {np.dtype(dtype).name}"
         kw_ = dict(stride=stride, padding=padding)
@@ -221,9 +252,11 @@ needs_threads = pytest.mark.skipif(MAX_THREADS < 2, reason="Numba has one thread
 
 
 @needs_threads
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_results_do_not_depend_on_the_thread_count(path):
     """float64, a problem over the serial threshold with awkward sizes (17 and 19 channels, odd maps,
-    stride (2, 1)): all threads (the parallel drivers) and 1 thread (the serial ones) agree bit for bit."""
+    stride (2, 1)): all threads and 1 thread agree bit for bit, on the sparse kernels (parallel and
+    serial drivers) and on the dense ones (tiles and chunks fixed by the shapes)."""
     rng = np.random.default_rng(7)
     n, h, w, ci, co, kh, kw, stride, padding = 5, 29, 28, 17, 19, 3, 4, (2, 1), "SAME"
     k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, n, h, w, ci, co, kh, kw, stride, padding, np.float64)
@@ -231,12 +264,12 @@ def test_results_do_not_depend_on_the_thread_count():
     kw_ = dict(stride=stride, padding=padding)
 
     def run():
-        with convstdp.paths.recording() as taken:
+        with _forced(path), convstdp.paths.recording() as taken:
             out = [
                 BE.deconv2d(x, k, **kw_),
                 BE.deconv2d_dx(k, post_t, **kw_),
-                BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_),  # driven by x
-                BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_),  # driven by d_out
+                BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_),  # sparse: driven by x
+                BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_),  # sparse: driven by d_out
                 *BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
                 *BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
                 *BE.stdp_step(k, x, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS),
@@ -247,48 +280,33 @@ def test_results_do_not_depend_on_the_thread_count():
         many, taken_many = run()
     with _threads(1):
         one, taken_one = run()
-    assert len(taken_many) == 7 and all(p.endswith("/parallel") for p in taken_many), taken_many
-    assert {p.split("/")[1] for p in taken_many if p.startswith("deconv2d_dk/")} == {"by-x", "by-d"}, taken_many
+    kind = "parallel" if path == "sparse" else "dense"
+    assert len(taken_many) == 7 and all(p.endswith("/" + kind) for p in taken_many), taken_many
     assert [p.replace("/parallel", "/serial") for p in taken_many] == taken_one
     for i, (a, b) in enumerate(zip(many, one, strict=True)):
         assert np.array_equal(a, b), f"result {i} differs between {MAX_THREADS} threads and 1"
+    if path == "dense":  # the fused step's update is stdp_update's, bit for bit, on the dense path too
+        for j in (7, 11):
+            assert np.array_equal(many[j], many[4]) and np.array_equal(many[j + 1], many[5])
+        return
 
     # the serial and parallel drivers share bodies and chunking: same bits, whatever the size switch says
     from convstdp.fast import _numba_kernels as kern
 
     pads = geometry.resolve_pads((kh, kw), geometry.normalize_stride(stride), padding)
     y_shape = BE.deconv2d(pre_s, k, **kw_).shape
+    params = geometry.StdpParams(**PARAMS)
 
     def fused(par, list_len):  # outputs and scratch start as garbage: every output element must be written
-        outs = tuple(np.full(shape, np.nan) for shape in (y_shape, k.shape, k.shape, pre_s.shape))
+        y, w_out, dw, dx = (np.full(shape, np.nan) for shape in (y_shape, k.shape, k.shape, pre_s.shape))
         lists = (np.full(list_len, -1, dtype=np.int64), np.full(list_len, -1, dtype=np.int64))
-        acc = np.full(7 * kh * ci * co * (kw + 2 * kw), np.nan)
         kern.stdp_step(
-            k,
-            pre_s,
-            pre_s,
-            pre_t,
-            post_s,
-            post_t,
-            *outs,
-            lists[0],
-            *lists,
-            acc,
-            True,
-            2,
-            1,
-            pads[0][0],
-            pads[1][0],
-            7,
-            0.7,
-            0.45,
-            0.3,
-            0.2,
-            0.05,
-            1.2,
-            par,
-        )
-        return outs
+            k=k, x=pre_s, pre_s=pre_s, pre_t=pre_t, post_s=post_s, post_t=post_t, y=y, w_out=w_out, dw=dw, dx=dx,
+            x_buf=lists[0], pre_buf=lists[0], post_buf=lists[1],
+            acc_buf=np.full(7 * kh * ci * co * (kw + 2 * kw), np.nan), x_is_pre=True,
+            sh=2, sw=1, lo_h=pads[0][0], lo_w=pads[1][0], chunks=7, params=params, par=par,
+        )  # fmt: skip
+        return y, w_out, dw, dx
 
     # list scratch: large enough (used), or too short (the kernel allocates its own)
     results = [fused(par, size) for par in (True, False) for size in (post_s.size + n * post_s.shape[1], 3)]
@@ -300,32 +318,125 @@ def test_results_do_not_depend_on_the_thread_count():
 
 def test_every_declared_path_is_reachable():
     """A small and an over-threshold problem, each through every operator (both dK drives, the fused
-    step with and without ``x is pre_spike``, the composed mixed-dtype step), take every declared path."""
+    step with and without ``x is pre_spike``, the composed mixed-dtype step), take every declared path;
+    the over-threshold one with dense operands takes the dense paths, by the backend's own choice."""
     rng = np.random.default_rng(8)
     stride, padding = (2, 1), "SAME"
     kw_ = dict(stride=stride, padding=padding)
     taken = []
-    for n, h, w, ci, co, kh, kw in ((2, 5, 6, 3, 4, 3, 2), (4, 28, 28, 17, 19, 3, 3)):
+    for n, h, w, ci, co, kh, kw, density in (
+        (2, 5, 6, 3, 4, 3, 2, 1.0),
+        (4, 28, 28, 17, 19, 3, 3, 0.1),
+        (4, 28, 28, 17, 19, 3, 3, 1.0),
+    ):
         k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, n, h, w, ci, co, kh, kw, stride, padding, np.float32)
-        x = _rand(rng, pre_s.shape, np.float32)
+        x = _rand(rng, pre_s.shape, np.float32, density=density)
+        if density == 1.0:
+            pre_s, post_s = np.ones_like(pre_s), np.ones_like(post_s)
+            post_t = _rand(rng, post_t.shape, np.float32)
+        else:
+            pre_s, post_s = (
+                (pre_s * (rng.random(pre_s.shape) < density)),
+                (post_s * (rng.random(post_s.shape) < density)),
+            )
         big = n * h * w * ci * co * kh * kw >= numba_backend.SERIAL_BELOW
         with _threads(MAX_THREADS), convstdp.paths.recording() as rec:
             BE.deconv2d(x, k, **kw_)
             BE.deconv2d_dx(k, post_s, **kw_)
-            BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_)  # sparse x: driven by x
-            BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_)  # sparse d_out: driven by d_out
+            BE.deconv2d_dk(pre_s, post_t, kernel_size=(kh, kw), **kw_)
+            BE.deconv2d_dk(x, post_s, kernel_size=(kh, kw), **kw_)
             BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
             BE.stdp_step(k, pre_s, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
             BE.stdp_step(k, x, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
             BE.stdp_step(k, x.astype(np.float64), pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)  # composed
-        kind = "parallel" if big and MAX_THREADS > 1 else "serial"
-        assert all(p == "stdp_step/composed" or p.endswith("/" + kind) for p in rec), rec
+        kind = "dense" if big and density == 1.0 else "parallel" if big and MAX_THREADS > 1 else "serial"
+        assert all(p == "stdp_step/composed" or p.endswith("/" + kind) for p in rec), (kind, rec)
         taken += rec
     declared = convstdp.paths.declared(BE.impl)
     assert {p.split("/")[0] for p in declared} == {"deconv2d", "deconv2d_dx", "deconv2d_dk", "stdp_update", "stdp_step"}
     assert set(taken) <= declared, f"noted but not declared: {sorted(set(taken) - declared)}"
     assert set(taken) == declared, f"declared but never taken: {sorted(declared - set(taken))}"
     assert any(p.endswith("/parallel") for p in declared) == (MAX_THREADS > 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (3, 13, 11, 37, 41, 3, 4, (2, 1), "SAME"),  # wide channels, stride phases of 2 and 1 taps
+        (2, 17, 15, 9, 70, 5, 5, 1, ((3, 1), (-1, 2))),  # stride 1 (direct rows), cropping pads
+        (3, 13, 14, 40, 33, 2, 3, 3, "VALID"),  # stride > kernel: output phases no tap reaches
+    ],
+    ids=["wide-s2x1", "wide-co-s1", "s3-k2x3"],
+)
+def test_dense_path_is_chosen_for_dense_operands_and_agrees_with_reference(dtype, shape):
+    """Dense operands over the size floor: every operator takes its dense path by the backend's own choice
+    (no ``force``), with a remainder tile (rows not a multiple of the tile) in every pass, and agrees
+    with the float64 reference to the bound."""
+    from convstdp.fast import _numba_dense as kd
+
+    n, h, w, ci, co, kh, kw, stride, padding = shape
+    assert n * h * w * ci * co * kh * kw >= numba_backend.DENSE_MIN_MACS
+    rng = np.random.default_rng(21)
+    kw_ = dict(stride=stride, padding=padding)
+    st = geometry.normalize_stride(stride)
+    pads = geometry.resolve_pads((kh, kw), st, padding)
+    x = _rand(rng, (n, h, w, ci), dtype)
+    k = _rand(rng, (kh, kw, ci, co), dtype)
+    y_shape = ref.deconv2d(np.zeros((n, h, w, ci)), np.zeros(k.shape), **kw_).shape
+    d = _rand(rng, y_shape, dtype)
+    # remainder tiles: the output pass's last tile of some group and the dX pass's last tile are partial
+    grp = kd.groups(k.shape, st, pads, y_shape[1:3])
+    rows = kd.tile_rows(int(grp[:, kd.G_D].max()))
+    tiles = kd.out_tiles(grp, n, rows)
+    assert any(t[2] - t[1] < rows for t in tiles) and (n * h * w) % kd.tile_rows(kh * kw * co)
+
+    pre_s = (rng.random(x.shape) < 0.8).astype(dtype)
+    pre_t, post_t = rng.random(x.shape).astype(dtype), rng.random(y_shape).astype(dtype)
+    post_s = (rng.random(y_shape) < 0.8).astype(dtype)
+    f = _f64
+    a = [np.abs(f(v)) for v in (x, k, d)]
+    with convstdp.paths.recording() as taken:
+        y = BE.deconv2d(x, k, **kw_)
+        assert_close(y, ref.deconv2d(f(x), f(k), **kw_), ref.deconv2d(a[0], a[1], **kw_), kh * kw * ci, dtype, "y")
+        dx = BE.deconv2d_dx(k, d, **kw_, input_shape=x.shape)
+        want = ref.deconv2d_dx(f(k), f(d), **kw_, input_shape=x.shape)
+        mag = ref.deconv2d_dx(a[1], a[2], **kw_, input_shape=x.shape)
+        assert_close(dx, want, mag, kh * kw * co, dtype, "dX")
+        dk = BE.deconv2d_dk(x, d, kernel_size=(kh, kw), **kw_)
+        want = ref.deconv2d_dk(f(x), f(d), kernel_size=(kh, kw), **kw_)
+        assert_close(dk, want, ref.deconv2d_dk(a[0], a[2], kernel_size=(kh, kw), **kw_), n * h * w, dtype, "dK")
+        w_new, dw = BE.stdp_update(k, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
+        want_w, want_dw = ref.stdp_update(*(f(v) for v in (k, pre_s, pre_t, post_s, post_t)), **kw_, **PARAMS)
+        mag_w, mag_dw = _stdp_mag(k, pre_s, pre_t, post_s, post_t, stride, padding, PARAMS)
+        assert_close(dw, want_dw, mag_dw, 2 * n * h * w + 2, dtype, "dW")
+        assert_close(w_new, want_w, mag_w, 2 * n * h * w + 2, dtype, "W'")
+        for xx in (pre_s, x):
+            y2, w2, dw2, dx2 = BE.stdp_step(k, xx, pre_s, pre_t, post_s, post_t, **kw_, **PARAMS)
+            assert np.array_equal(w2, w_new) and np.array_equal(dw2, dw)
+            want = ref.deconv2d(f(xx), f(k), **kw_)
+            assert_close(y2, want, ref.deconv2d(np.abs(f(xx)), a[1], **kw_), kh * kw * ci, dtype, "step y")
+            want = ref.deconv2d_dx(f(w2), f(post_s), **kw_, input_shape=x.shape)
+            mag = ref.deconv2d_dx(np.abs(f(w2)), np.abs(f(post_s)), **kw_, input_shape=x.shape)
+            assert_close(dx2, want, mag, kh * kw * co, dtype, "step dX")
+    assert (
+        taken
+        == [f"{op}/dense" for op in ("deconv2d", "deconv2d_dx", "deconv2d_dk", "stdp_update")] + ["stdp_step/dense"] * 2
+    ), taken
+
+
+def test_dense_blas_threads_are_restored():
+    """The dense path runs BLAS single-threaded inside its tiles and gives the thread count back."""
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+    x = np.ones((4, 20, 20, 8))
+    with _forced("dense"), convstdp.paths.recording() as taken:
+        BE.deconv2d(x, np.ones((3, 3, 8, 8)))
+    assert taken == ["deconv2d/dense"]
+    after = [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+    assert {f: t for f, t in after if f in dict(before)} == dict(before)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
@@ -377,7 +488,13 @@ def test_empty_batch():
     assert [o.shape for o in outs] == [y.shape, k.shape, k.shape, x.shape]
 
 
-def test_inputs_are_not_modified_and_views_are_accepted():
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_inputs_are_not_modified_and_views_are_accepted(path):
+    with _forced(path):
+        _inputs_untouched()
+
+
+def _inputs_untouched():
     rng = np.random.default_rng(3)
     k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, 2, 5, 6, 3, 4, 3, 3, 2, "SAME", np.float64)
     arrays = (k, pre_s, pre_t, post_s, post_t)
@@ -394,7 +511,14 @@ def test_inputs_are_not_modified_and_views_are_accepted():
     np.testing.assert_array_equal(BE.deconv2d(xv, k, stride=2), BE.deconv2d(np.ascontiguousarray(xv), k, stride=2))
 
 
-def test_non_finite_inputs_do_not_crash():
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_non_finite_inputs_do_not_crash(path):
+    with _forced(path), convstdp.paths.recording() as taken:
+        _non_finite()
+    _only([p for p in taken if p != "stdp_step/composed"], path)
+
+
+def _non_finite():
     rng = np.random.default_rng(4)
     k, pre_s, pre_t, post_s, post_t = _stdp_arrays(rng, 2, 5, 6, 3, 4, 3, 3, 2, "SAME", np.float32)
     k[0, 0, 0, 0], pre_t[0, 1, 1, 0], post_t[1, 2, 3, 1] = np.nan, np.inf, -np.inf

@@ -213,7 +213,6 @@ def test_save_load_round_trip(tmp_path, backend):
 
 def test_load_accepts_ngclearn_scalar_bias_and_rejects_bad_files_unchanged(tmp_path):
     syn = TraceSTDPDeconvSynapse("f", **RECT, backend="reference", seed=8)
-    before = _snapshot(syn)
     w = np.full((3, 2, 2, 3), 0.5, np.float32)
     np.savez(tmp_path / "f.npz", weights=w, biases=np.float64(0.0), key=np.array([0, 1], np.uint32), extra=1)
     syn.load(tmp_path)
@@ -221,7 +220,9 @@ def test_load_accepts_ngclearn_scalar_bias_and_rejects_bad_files_unchanged(tmp_p
     np.testing.assert_array_equal(syn.biases.get(), np.zeros((1, 3)))
     before = _snapshot(syn)
     np.savez(tmp_path / "f.npz", weights=np.zeros((3, 2, 2, 3)), dInputs=np.zeros((2, 4, 4, 2)))
-    with pytest.raises(ValueError, match=r"'dInputs' in f\.npz must have shape \(2, 4, 5, 2\); got shape \(2, 4, 4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"'dInputs' in f\.npz must have shape \(2, 4, 5, 2\); got shape \(2, 4, 4, 2\)"
+    ):
         syn.load(tmp_path)
     after = _snapshot(syn)
     for name in COMPARTMENTS:
@@ -235,7 +236,9 @@ def test_bad_compartment_values_raise_before_any_change():
     syn = TraceSTDPDeconvSynapse("b", **RECT, backend="reference", seed=9)
     _feed(syn, _inputs(syn, np.random.default_rng(9)))
     before = _snapshot(syn)
-    with pytest.raises(ValueError, match=r"compartment 'postSpike' must have shape \(2, 8, 5, 3\); got shape \(2, 4, 5, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"compartment 'postSpike' must have shape \(2, 8, 5, 3\); got shape \(2, 4, 5, 3\)"
+    ):
         syn.postSpike.set(np.ones((2, 4, 5, 3)))
     with pytest.raises(ValueError, match=r"compartment 'inputs' must have shape \(2, 4, 5, 2\); got shape \(4, 5, 2\)"):
         syn.inputs = np.ones((4, 5, 2))  # attribute assignment goes through the same check
@@ -299,10 +302,9 @@ def test_help_documents_the_quirks():
 
 # ------------------------------------------------------------------------------ functional form
 
-jax = pytest.importorskip("jax", reason="the functional form needs JAX")
-
 
 def test_functional_ops_equal_the_component_on_jax():
+    pytest.importorskip("jax", reason="the functional form needs JAX")
     from convstdp.synapses import functional as fn
 
     _backend("jax")
@@ -323,6 +325,7 @@ def test_functional_ops_equal_the_component_on_jax():
 
 
 def test_functional_scan_compiles_once_and_matches_the_component_loop():
+    jax = pytest.importorskip("jax", reason="the functional form needs JAX")
     import jax.numpy as jnp
 
     from convstdp.synapses import functional as fn

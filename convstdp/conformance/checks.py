@@ -14,7 +14,7 @@ import time
 import traceback
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,46 +61,11 @@ class OutputCheck:
     rel_max: float | None = None
     rel_index: tuple[int, ...] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "size": self.size,
-            "mismatches": self.mismatches,
-            "ratio": self.ratio,
-            "index": _json_index(self.index),
-            "got": self.got,
-            "expected": self.expected,
-            "error": self.error,
-            "bound": self.bound,
-            "abs_max": self.abs_max,
-            "abs_index": _json_index(self.abs_index),
-            "rel_max": self.rel_max,
-            "rel_index": _json_index(self.rel_index),
-        }
-
     @classmethod
     def from_dict(cls, o: dict[str, Any]) -> OutputCheck:
-        def f(v: Any) -> float | None:
-            return None if v is None else float(v)
-
-        def ix(v: Any) -> tuple[int, ...] | None:
-            return None if v is None else tuple(v)
-
-        return cls(
-            o["output"],
-            o["size"],
-            o["mismatches"],
-            float(o["ratio"]),
-            ix(o["index"]),
-            f(o["got"]),
-            f(o["expected"]),
-            f(o["error"]),
-            f(o["bound"]),
-            f(o.get("abs_max")),
-            ix(o.get("abs_index")),
-            f(o.get("rel_max")),
-            ix(o.get("rel_index")),
-        )
+        """Inverse of the JSON record (:func:`convstdp.present.jsonable`: ``"inf"`` strings, lists)."""
+        conv = lambda k, v: v if v is None or k in ("output", "size", "mismatches") else _parse(k, v)  # noqa: E731
+        return cls(**{k: conv(k, v) for k, v in o.items()})
 
     def describe(self) -> str:
         """``assert_close``-style lines: mismatch count and share, greatest differences and where."""
@@ -122,8 +87,8 @@ class OutputCheck:
         return "\n".join(line for line in lines if line)
 
 
-def _json_index(v: tuple[int, ...] | None) -> list[int] | None:
-    return None if v is None else list(v)
+def _parse(key: str, v: Any) -> Any:
+    return tuple(v) if key.endswith("index") else float(v)
 
 
 @dataclass
@@ -190,36 +155,13 @@ class Result:
         return f"{head}: {self.status}: " + "\n    ".join(p.replace("\n", "\n    ") for p in parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "backend": self.backend,
-            "operator": self.operator,
-            "status": self.status,
-            "ratio": self.ratio,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "problems": self.problems,
-            "error": self.error,
-            "seconds": round(self.seconds, 6),
-            "policy": self.policy,
-            "paths": self.paths,
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 6)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Result:
         ratio = d.get("ratio")
-        return cls(
-            d["case"],
-            d["backend"],
-            d["operator"],
-            d["status"],
-            None if ratio is None else float(ratio),
-            [OutputCheck.from_dict(o) for o in d.get("outputs", [])],
-            list(d.get("problems", [])),
-            d.get("error"),
-            float(d.get("seconds", 0.0)),
-            d.get("policy", ""),
-            list(d.get("paths", [])),
-        )
+        outputs = [OutputCheck.from_dict(o) for o in d.get("outputs", [])]
+        return cls(**{**d, "ratio": None if ratio is None else float(ratio), "outputs": outputs})
 
 
 def compare(name: str, got: np.ndarray, exp: Expected, policy: tol.Policy) -> OutputCheck:

@@ -43,6 +43,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from convstdp.geometry import StdpParams
+
 _JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 _PAR = dict(_JIT, parallel=True)
 _LIST_BLOCKS = 16  # parallel tasks of a row-list build
@@ -557,6 +559,7 @@ def _step_serial(
 
 
 def stdp_step(
+    *,
     k: np.ndarray,
     x: np.ndarray,
     pre_s: np.ndarray,
@@ -577,34 +580,32 @@ def stdp_step(
     lo_h: int,
     lo_w: int,
     chunks: int,
-    A_plus: float,
-    A_minus: float,
-    eta: float,
-    tgt: float,
-    w_decay: float,
-    w_bound: float,
+    params: StdpParams,
     par: bool,
 ) -> None:
     """SPEC §8 into ``y`` ``(N,Ho,Wo,Co)``, ``w_out``, ``dw`` ``(kh,kw,Ci,Co)``, ``dx`` ``(N,H,W,Ci)``:
     ``y = deconv2d(x, K)``, ``(W', dW) = stdp_update(K, ...)``, ``dX = dX(W', post_s)``, the row lists
     of the spikes built once; scratch as in :func:`row_lists` (``x_buf`` unused when ``x_is_pre``) and
-    :func:`dk_core`.
+    :func:`dk_core`; ``params`` the STDP scalars.
 
     Serial: one compiled call (:func:`_step_serial`), since call overhead counts on small problems.
     Parallel: the entry points in turn, from Python (see the module docstring for why).
     """
+    p = params
     if not par:
         _step_serial(
             k, x, pre_s, pre_t, post_s, post_t, y, w_out, dw, dx, x_buf, pre_buf, post_buf, acc_buf, x_is_pre,
-            sh, sw, lo_h, lo_w, chunks, A_plus, A_minus, eta, tgt, w_decay, w_bound,
+            sh, sw, lo_h, lo_w, chunks, p.A_plus, p.A_minus, p.eta, p.pretrace_target, p.w_decay, p.w_bound,
         )  # fmt: skip
         return
     pre_offs, pre_ent = row_lists(pre_s, pre_buf, True)
     post_offs, post_ent = row_lists(post_s, post_buf, True)
     x_offs, x_ent = (pre_offs, pre_ent) if x_is_pre else row_lists(x, x_buf, True)
-    deconv_rows(x, x_offs, x_ent, k, y, sh, sw, lo_h, lo_w, True)
+    deconv_rows(x=x, offs=x_offs, ent=x_ent, k=k, y=y, sh=sh, sw=sw, lo_h=lo_h, lo_w=lo_w, par=True)
     dk_core(
-        pre_t, post_s, post_offs, post_ent, pre_s, post_t, pre_offs, pre_ent, k, w_out, dw, acc_buf,
-        sh, sw, lo_h, lo_w, chunks, tgt, True, True, A_plus, -A_minus, eta, w_decay, w_bound, True,
+        x1=pre_t, d1=post_s, d1_offs=post_offs, d1_ent=post_ent, x2=pre_s, d2=post_t, x2_offs=pre_offs,
+        x2_ent=pre_ent, w_in=k, w_out=w_out, dw=dw, buf=acc_buf, sh=sh, sw=sw, lo_h=lo_h, lo_w=lo_w,
+        chunks=chunks, tgt=p.pretrace_target, use1=True, use2=True, s1=p.A_plus, s2=-p.A_minus, eta=p.eta,
+        w_decay=p.w_decay, w_bound=p.w_bound, par=True,
     )  # fmt: skip
-    dx_rows(w_out, post_s, post_offs, post_ent, dx, sh, sw, lo_h, lo_w, True)
+    dx_rows(k=w_out, d=post_s, offs=post_offs, ent=post_ent, dx=dx, sh=sh, sw=sw, lo_h=lo_h, lo_w=lo_w, par=True)

@@ -83,17 +83,17 @@ _GEOM = ("stride", "pads", "size", "form", "num", "dtype")
 
 @partial(jax.jit, static_argnames=_GEOM)
 def _deconv2d_prog(x, kernel, *, stride, pads, size, form, num, dtype):
-    return F.deconv2d(x, kernel.astype(dtype), stride, pads, size, form, num)
+    return F.deconv2d(x, kernel.astype(dtype), out_size=size, stride=stride, pads=pads, form=form, num=num)
 
 
 @partial(jax.jit, static_argnames=_GEOM)
 def _dk_prog(x, d_out, *, stride, pads, size, form, num, dtype):
-    return F.deconv2d_dk(x, d_out, size, stride, pads, form, num, dtype)
+    return F.deconv2d_dk(x, d_out, ksize=size, stride=stride, pads=pads, form=form, num=num, dtype=dtype)
 
 
 @partial(jax.jit, static_argnames=_GEOM)
 def _dx_prog(kernel, d_out, *, stride, pads, size, form, num, dtype):
-    return F.deconv2d_dx(kernel.astype(dtype), d_out, stride, pads, size, num, form)
+    return F.deconv2d_dx(kernel.astype(dtype), d_out, in_size=size, stride=stride, pads=pads, form=form, num=num)
 
 
 def _stdp_update_body(
@@ -103,7 +103,10 @@ def _stdp_update_body(
     # in float32 a tiny w_bound (1e-50) reads as 0 and the clip would be skipped.
     kernel = kernel.astype(dtype)
     sc = tuple(jnp.asarray(v, dtype) for v in scalars[:6])
-    dw = F.stdp_dw(pre_spike, pre_trace, post_spike, post_trace, sc, size, stride, pads, form, num, dtype)
+    dw = F.stdp_dw(
+        pre_spike, pre_trace, post_spike, post_trace, sc, ksize=size, stride=stride, pads=pads, form=form, num=num,
+        dtype=dtype,
+    )  # fmt: skip
     return F.apply_update(kernel, dw, sc, scalars[6], scalars[7]), dw
 
 
@@ -111,7 +114,7 @@ def _stdp_step_body(
     kernel, x, pre_spike, pre_trace, post_spike, post_trace, scalars, *, stride, pads, size, form, num, dtype
 ):
     """SPEC §8 step: y = deconv2d(x, W); (W', dW) = stdp_update(W, ...); dX = dX(W', post_spike)."""
-    y = F.deconv2d(x, kernel.astype(dtype), stride, pads, size[1], form, num)
+    y = F.deconv2d(x, kernel.astype(dtype), out_size=size[1], stride=stride, pads=pads, form=form, num=num)
     w_new, dw = _stdp_update_body(
         kernel,
         pre_spike,
@@ -126,7 +129,7 @@ def _stdp_step_body(
         num=num,
         dtype=dtype,
     )
-    dx = F.deconv2d_dx(w_new, post_spike, stride, pads, size[2], num, form)
+    dx = F.deconv2d_dx(w_new, post_spike, in_size=size[2], stride=stride, pads=pads, form=form, num=num)
     return y, w_new, dw, dx
 
 
@@ -339,7 +342,7 @@ def _form_for(
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _deconv2d_vjp(x, kernel, stride, pads, form, num):
     size = _out_size(tuple(x.shape[1:3]), tuple(kernel.shape[:2]), stride, pads)
-    return F.deconv2d(x, kernel, stride, pads, size, form, num)
+    return F.deconv2d(x, kernel, out_size=size, stride=stride, pads=pads, form=form, num=num)
 
 
 def _deconv2d_vjp_fwd(x, kernel, stride, pads, form, num):
@@ -348,8 +351,9 @@ def _deconv2d_vjp_fwd(x, kernel, stride, pads, form, num):
 
 def _deconv2d_vjp_bwd(stride, pads, form, num, res, g):
     x, kernel = res
-    dx = F.deconv2d_dx(kernel, g.astype(kernel.dtype), stride, pads, tuple(x.shape[1:3]), num, form)
-    dk = F.deconv2d_dk(x, g.astype(x.dtype), tuple(kernel.shape[:2]), stride, pads, form, num)
+    geo = dict(stride=stride, pads=pads, form=form, num=num)
+    dx = F.deconv2d_dx(kernel, g.astype(kernel.dtype), in_size=tuple(x.shape[1:3]), **geo)
+    dk = F.deconv2d_dk(x, g.astype(x.dtype), ksize=tuple(kernel.shape[:2]), **geo)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
@@ -406,7 +410,8 @@ def deconv2d_dk_fn(
     x, d_out = _float_operands(("x", "d_out"), x, d_out)
     g = geometry.check_deconv2d_dk(x, d_out, kernel_size, stride, padding)
     form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
-    return F.deconv2d_dk(x, d_out, g.kernel_size, g.stride, g.pads, form, PRECISION_MODES[precision][0])
+    num = PRECISION_MODES[precision][0]
+    return F.deconv2d_dk(x, d_out, ksize=g.kernel_size, stride=g.stride, pads=g.pads, form=form, num=num)
 
 
 def deconv2d_dx_fn(
@@ -423,4 +428,5 @@ def deconv2d_dx_fn(
     kernel, d_out = _float_operands(("kernel", "d_out"), kernel, d_out)
     g = geometry.check_deconv2d_dx(kernel, d_out, stride, padding, input_shape)
     form = _form_for(formulation, g.batch, g.out_size, g.kernel_size, (g.in_channels, g.out_channels), g.stride)
-    return F.deconv2d_dx(kernel, d_out, g.stride, g.pads, g.in_size, PRECISION_MODES[precision][0], form)
+    num = PRECISION_MODES[precision][0]
+    return F.deconv2d_dx(kernel, d_out, in_size=g.in_size, stride=g.stride, pads=g.pads, form=form, num=num)

@@ -476,7 +476,11 @@ class TraceSTDPDeconvSynapse:
         """``dInputs = dX(weights, postSpike)`` (through the current, i.e. updated, filters)."""
         c = self._compartments
         dx = self.backend.backtransmit(
-            c["weights"].get(), c["postSpike"].get(), stride=self.stride, padding=self.padding, input_shape=self.in_shape
+            c["weights"].get(),
+            c["postSpike"].get(),
+            stride=self.stride,
+            padding=self.padding,
+            input_shape=self.in_shape,
         )
         self._store("dInputs", dx)
 
@@ -592,4 +596,3 @@ def _broadcasts(given: tuple[int, ...], want: tuple[int, ...]) -> bool:
     if len(given) > len(want):
         return False
     return all(g in (1, w) for g, w in zip(given[::-1], want[::-1], strict=False))
-

@@ -178,6 +178,10 @@ class SynapseConfig:
             return "phase" if F.phase_feasible(ksize, stride) else "conv"
         return F.choose_formulation(self.platform, batch, self.y_shape[1:3], ksize, self.kernel_shape[2:], stride)
 
+    def geometry(self, batch: int) -> dict[str, Any]:
+        """The keyword arguments every formulation entry point takes after its size."""
+        return {"stride": self.stride, "pads": self.pads, "form": self.form(batch), "num": self.num}
+
     def init(self, weights: Any, eta: Any = 0.0, biases: Any = None) -> SynapseState:
         """A fresh state: the given filters, ``eta`` as ``(1, 1)``, ``biases`` (default zeros) as ``(1, Co)``."""
         dt = self.dtype
@@ -228,7 +232,7 @@ def advance(cfg: SynapseConfig, state: SynapseState) -> SynapseState:
     """``outputs = deconv2d(inputs, weights) * resist_scale + biases``."""
     n = cfg.x_shape[0]
     w = _f(cfg, state.weights)
-    y = F.deconv2d(state.inputs, w, cfg.stride, cfg.pads, cfg.y_shape[1:3], cfg.form(n), cfg.num)
+    y = F.deconv2d(state.inputs, w, out_size=cfg.y_shape[1:3], **cfg.geometry(n))
     out = (y * jnp.asarray(cfg.resist_scale, cfg.dtype) + _f(cfg, state.biases)).astype(cfg.dtype)
     return state._replace(outputs=out)
 
@@ -240,11 +244,9 @@ def evolve(cfg: SynapseConfig, state: SynapseState) -> SynapseState:
         jnp.asarray(v, dt) for v in (cfg.A_plus, cfg.A_minus, 0.0, cfg.pretrace_target, cfg.w_decay, cfg.w_bound)
     )
     sc = (*sc[:2], _f(cfg, state.eta).reshape(()), *sc[3:])
-    ksize = cfg.kernel_shape[:2]
-    form = cfg.form(2 * cfg.x_shape[0])
     dw = F.stdp_dw(
-        state.preSpike, state.preTrace, state.postSpike, state.postTrace, sc, ksize, cfg.stride, cfg.pads, form,
-        cfg.num, dt,
+        state.preSpike, state.preTrace, state.postSpike, state.postTrace, sc, ksize=cfg.kernel_shape[:2],
+        dtype=dt, **cfg.geometry(2 * cfg.x_shape[0]),
     )  # fmt: skip
     w_new = F.apply_update(_f(cfg, state.weights), dw, sc, cfg.w_decay > 0, cfg.w_bound > 0)
     return state._replace(weights=w_new, dWeights=dw)
@@ -254,7 +256,7 @@ def backtransmit(cfg: SynapseConfig, state: SynapseState) -> SynapseState:
     """``dInputs = dX(weights, postSpike)``."""
     n = cfg.x_shape[0]
     w = _f(cfg, state.weights)
-    dx = F.deconv2d_dx(w, state.postSpike, cfg.stride, cfg.pads, cfg.x_shape[1:3], cfg.num, cfg.form(n))
+    dx = F.deconv2d_dx(w, state.postSpike, in_size=cfg.x_shape[1:3], **cfg.geometry(n))
     return state._replace(dInputs=dx)
 
 

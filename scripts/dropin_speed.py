@@ -1,0 +1,225 @@
+"""Speed of a jitted T-step synapse loop: convstdp's ngc-learn drop-in vs ngc-learn's original.
+
+Each implementation runs as ngc-learn runs a model: a Context holding the synapse and one
+``MethodProcess`` (``advance_state >> evolve >> backtransmit``); the process's pure compiled
+function is the body of a ``lax.scan`` over ``T`` steps, the whole loop one ``jax.jit``. Every
+step stores the exogenous values (spikes at 10 % density, dense traces; SPEC §8) in the
+synapse's compartments first. The inputs come from a pool of ``--pool`` distinct steps
+(indexed ``t % pool``), so memory stays small at any ``T``. For reference the same loop is
+also timed on :mod:`convstdp.synapses.functional` directly (``convstdp-functional``).
+
+Compile time (``lower`` + ``compile``) is measured apart from the run time; runs are timed after
+one warm-up, ``--samples`` times, each to ``block_until_ready``.
+
+    python scripts/dropin_speed.py --out dropin_speed.json [--steps 100] [--samples 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+WORKLOADS = {  # SPEC §8
+    "online-decoder": dict(N=1, H=14, Ci=16, Co=1, k=5, stride=2, padding="SAME"),
+    "batch-mid": dict(N=32, H=28, Ci=8, Co=16, k=5, stride=1, padding="SAME"),
+}
+FIELDS = ("inputs", "preSpike", "preTrace", "postSpike", "postTrace")
+STDP = dict(A_plus=1.0, A_minus=0.6, eta=1e-5, pretrace_target=0.1, w_bound=1.0, w_decay=0.001)
+_ids = itertools.count()
+
+
+def _pool(wl, out_hw, size, seed, density=0.1):
+    rng = np.random.default_rng(seed)
+    xs = (size, wl["N"], wl["H"], wl["H"], wl["Ci"])
+    ys = (size, wl["N"], *out_hw, wl["Co"])
+    return (
+        (rng.random(xs) < density).astype(np.float32),
+        (rng.random(xs) < density).astype(np.float32),
+        rng.random(xs).astype(np.float32),
+        (rng.random(ys) < density).astype(np.float32),
+        rng.random(ys).astype(np.float32),
+    )
+
+
+def _ngclearn_loop(cls, wl, steps, key):
+    """(jittable loop(state, pool) -> state, initial state, weights key) for an ngc-learn component."""
+    import jax
+    from jax import lax
+    from ngclearn import Context, MethodProcess
+    from ngcsimlib.global_state import stateManager
+
+    with Context(f"dropin_speed_{cls.__module__.partition('.')[0]}_{next(_ids)}") as ctx:
+        syn = cls(
+            "syn", (wl["k"], wl["k"], wl["Ci"], wl["Co"]), (wl["H"], wl["H"]), stride=wl["stride"],
+            padding=wl["padding"], batch_size=wl["N"], key=key, **STDP,
+        )  # fmt: skip
+        step = MethodProcess("step") >> syn.advance_state >> syn.evolve >> syn.backtransmit
+    fn = step.run.compiled.source_fn  # the pure step ngc-learn jits: (state dict, loop args) -> (state, None)
+    prefix = ctx.path + ":"
+    state = {k: v for k, v in stateManager.state.items() if k.startswith(prefix)}
+    targets = [getattr(syn, f).target for f in FIELDS]
+
+    def loop(state, pool):
+        def body(st, t):
+            st = dict(st)
+            for tgt, arr in zip(targets, pool, strict=True):
+                st[tgt] = lax.dynamic_index_in_dim(arr, t % pool[0].shape[0], keepdims=False)
+            st, _ = fn(st, [])
+            return st, None
+
+        out, _ = lax.scan(body, state, jax.numpy.arange(steps))
+        return out
+
+    return loop, state, syn.weights.target, tuple(syn.out_shape[1:3])
+
+
+def _functional_loop(wl, steps, key):
+    import jax
+    from jax import lax
+
+    from convstdp.synapses import functional as fn
+    from convstdp.synapses.ngclearn_dropin import TraceSTDPDeconvSynapse as DropIn
+
+    # the same initial filters as the ngc-learn components (built by the drop-in for this key)
+    loop0, state0, wkey, out_hw = _ngclearn_loop(DropIn, wl, steps, key)
+    cfg = fn.SynapseConfig.make(
+        (wl["k"], wl["k"], wl["Ci"], wl["Co"]), (wl["H"], wl["H"]), STDP["A_plus"], STDP["A_minus"],
+        STDP["pretrace_target"], wl["stride"], wl["padding"], 1.0, STDP["w_bound"], STDP["w_decay"], wl["N"],
+    )  # fmt: skip
+    state = cfg.init(state0[wkey], STDP["eta"])
+
+    def loop(state, pool):
+        def body(st, t):
+            xs = fn.StepInputs(*(lax.dynamic_index_in_dim(a, t % a.shape[0], keepdims=False) for a in pool))
+            return cfg.step(st, xs), None
+
+        out, _ = lax.scan(body, state, jax.numpy.arange(steps))
+        return out
+
+    return loop, state, "weights", out_hw
+
+
+def measure(impl, wl_name, steps, samples, pool_size, seed=0):
+    import jax
+
+    wl = WORKLOADS[wl_name]
+    key = jax.random.PRNGKey(seed)
+    if impl == "convstdp-functional":
+        loop, state, wkey, out_hw = _functional_loop(wl, steps, key)
+    else:
+        if impl == "ngclearn-original":
+            from ngclearn.components.synapses.convolution.traceSTDPDeconvSynapse import TraceSTDPDeconvSynapse as cls
+        else:
+            from convstdp.synapses.ngclearn_dropin import TraceSTDPDeconvSynapse as cls
+        loop, state, wkey, out_hw = _ngclearn_loop(cls, wl, steps, key)
+    pool = tuple(jax.numpy.asarray(a) for a in _pool(wl, out_hw, pool_size, seed))
+    t0 = time.perf_counter()
+    compiled = jax.jit(loop).lower(state, pool).compile()
+    compile_s = time.perf_counter() - t0
+    out = compiled(state, pool)  # warm-up
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        out = compiled(state, pool)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t0)
+    weights = np.asarray(out.weights if impl == "convstdp-functional" else out[wkey])
+    return dict(
+        impl=impl,
+        workload=wl_name,
+        steps=steps,
+        compile_s=compile_s,
+        samples_s=times,
+        median_s=statistics.median(times),
+        min_s=min(times),
+        per_step_us=statistics.median(times) / steps * 1e6,
+    ), weights
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--steps", type=int, default=100, help="T, steps per jitted loop (default 100)")
+    ap.add_argument("--samples", type=int, default=5, help="timed runs after one warm-up (default 5, at least 5)")
+    ap.add_argument("--pool", type=int, default=10, help="distinct input steps, cycled (default 10)")
+    ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS), help="default: all")
+    ap.add_argument(
+        "--impl",
+        action="append",
+        choices=["convstdp-dropin", "ngclearn-original", "convstdp-functional"],
+        help="default: all three",
+    )
+    args = ap.parse_args(argv)
+    if args.samples < 5:
+        ap.error("--samples must be at least 5")
+    try:
+        import jax
+        import ngclearn  # noqa: F401
+    except ImportError as err:
+        print(f"dropin_speed needs jax and ngclearn: {err}", file=sys.stderr)
+        return 2
+    from tabulate import tabulate
+
+    impls = args.impl or ["convstdp-dropin", "ngclearn-original", "convstdp-functional"]
+    rows, results = [], []
+    for wl in args.workload or list(WORKLOADS):
+        weights = {}
+        by_impl = {}
+        for impl in impls:
+            res, weights[impl] = measure(impl, wl, args.steps, args.samples, args.pool)
+            by_impl[impl] = res
+            results.append(res)
+        base = by_impl.get("ngclearn-original")
+        ref_w = weights.get("ngclearn-original")
+        for impl, res in by_impl.items():
+            if ref_w is not None:
+                res["final_weights_max_rel_diff_vs_original"] = float(
+                    np.abs(weights[impl].astype(np.float64) - ref_w).max() / max(np.abs(ref_w).max(), 1e-30)
+                )
+            if base is not None:
+                res["speedup_vs_original"] = base["median_s"] / res["median_s"]
+            rows.append(
+                [
+                    wl,
+                    impl,
+                    f"{res['compile_s']:.2f}",
+                    f"{res['median_s'] * 1e3:.1f}",
+                    f"{res['min_s'] * 1e3:.1f}",
+                    f"{res['per_step_us']:.0f}",
+                    f"{res['speedup_vs_original']:.2f}x" if base else "",
+                    f"{res.get('final_weights_max_rel_diff_vs_original', float('nan')):.1e}",
+                ]
+            )
+    headers = ["workload", "implementation", "compile s", f"median ms / {args.steps} steps", "min ms",
+               "µs / step", "vs original", "final W rel diff"]  # fmt: skip
+    print(tabulate(rows, headers=headers))
+    env = dict(
+        python=platform.python_version(),
+        jax=jax.__version__,
+        ngclearn=__import__("importlib.metadata").metadata.version("ngclearn"),
+        platform=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()],
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+    )
+    payload = dict(
+        steps=args.steps, samples=args.samples, pool=args.pool, stdp=STDP, workloads=WORKLOADS, env=env,
+        results=results,
+    )  # fmt: skip
+    with open(args.out, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
