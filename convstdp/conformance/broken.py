@@ -490,3 +490,69 @@ def self_test(cases: Sequence[Any], *, seed: int = 0, progress: Any = None) -> t
     order = {b.id: i for i, b in enumerate(BUGS)}
     rows.sort(key=lambda r: order[r.bug])
     return rows, control
+
+
+# ----------------------------------------------------------------------------- trajectory bugs
+# Right on every single call (the single-call grid passes them): only a trajectory, each step's W'
+# handed back as the next step's W, shows them (convstdp.conformance.trajectory). Both recognise
+# "the next step" the way a stateful backend would: the kernel handed in is the very array it
+# returned last.
+
+
+class _Stateful(ReferenceWrapper):
+    """Remembers the W' it returned last; ``self._step`` counts the calls that handed it back."""
+
+    def __init__(self) -> None:
+        self._out: Any = None
+        self._step = 0
+
+    def _chained(self, kernel: Any) -> bool:
+        return self._out is not None and kernel is self._out
+
+    def stdp_update(self, kernel, *stdp, **kw):
+        self._step = self._step + 1 if self._chained(kernel) else 1
+        w_new, dw = super().stdp_update(self._weights(kernel), *stdp, **kw)
+        self._out = w_new
+        self._stored(w_new)
+        return w_new, dw
+
+    def _weights(self, kernel: Any) -> Any:
+        return kernel
+
+    def _stored(self, w_new: np.ndarray) -> None:
+        pass
+
+
+class ResidentFloat16Weights(_Stateful):
+    """Keeps the weights it returns resident as float16 and reads that copy when handed them back."""
+
+    first_wrong_step = 2  # step 1 starts from the caller's weights
+
+    def _stored(self, w_new):
+        self._resident = w_new.astype(np.float16).astype(w_new.dtype)
+
+    def _weights(self, kernel):
+        return self._resident if self._chained(kernel) else kernel
+
+    def deconv2d(self, x, kernel, *, stride, padding):
+        return super().deconv2d(x, self._weights(kernel), stride=stride, padding=padding)
+
+
+class PeriodicDoubleDecay(_Stateful):
+    """Applies w_decay twice on every 100th step of a trajectory (a periodic maintenance pass)."""
+
+    period = 100
+    first_wrong_step = 100
+
+    def _new_weights(self, w, dw, p):
+        if self._step % self.period == 0:
+            p = p._replace(w_decay=2 * p.w_decay)
+        return super()._new_weights(w, dw, p)
+
+
+# Not in BUGS: the single-call self-test cannot catch them (by design); the trajectory self-test must.
+TRAJECTORY_BUGS: tuple[Bug, ...] = (
+    Bug("weights-float16", "weights kept (resident) in float16 between steps", ResidentFloat16Weights),
+    Bug("decay-twice-100", "w_decay applied twice every 100th step", PeriodicDoubleDecay),
+)
+__all__ += ["TRAJECTORY_BUGS", "ResidentFloat16Weights", "PeriodicDoubleDecay"]

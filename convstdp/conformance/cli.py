@@ -35,12 +35,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grid",
-        choices=(*GRIDS, "random"),
+        choices=(*GRIDS, "random", "trajectory"),
         default="quick",
         help="case grid: quick (CI: small cases plus a large tier that exercises every internal path), "
         "full (~1700), workloads (SPEC §8 at full size; gpu-large too when a GPU is present), "
-        "random (Hypothesis; see --examples)",
+        "random (Hypothesis; see --examples), trajectory (--steps steps of the synapse, W' feeding the "
+        "next step, against the float64 reference trajectory; --case picks its one case)",
     )
+    parser.add_argument(
+        "--steps",
+        type=positive(int),
+        default=None,
+        metavar="T",
+        help="steps of the trajectory (--grid trajectory; default 50)",
+    )
+    parser.add_argument("--plot", metavar="FILE.png", help="--grid trajectory: write the error/bound drift curve")
     parser.add_argument(
         "--examples", type=positive(int), default=50, metavar="N", help="random cases per backend (--grid random)"
     )
@@ -217,6 +226,8 @@ def main(args: argparse.Namespace) -> int:
     why = _option_problem(args)
     if why:
         return _usage(why)
+    if args.grid == "trajectory":
+        return _trajectory(args)
     try:
         cases, grid_name = _cases(args)
     except ValueError as err:
@@ -255,11 +266,94 @@ def _option_problem(args: argparse.Namespace) -> str | None:
     """Why the options cannot work together (checked before any work), else ``None``."""
     if args.timeout is not None and not args.isolate:
         return "--timeout needs --isolate (it limits each backend's child process)"
-    for path, option in ((args.json, "--json"), (args.report, "--report")):
+    for path, option in ((args.json, "--json"), (args.report, "--report"), (args.plot, "--plot")):
         why = path and unwritable(path, option)
         if why:
             return why
+    return _trajectory_problem(args)
+
+
+def _trajectory_problem(args: argparse.Namespace) -> str | None:
+    """The options that belong only to, or do not work with, ``--grid trajectory``."""
+    if args.grid != "trajectory":
+        extra = [o for o, v in (("--steps", args.steps), ("--plot", args.plot)) if v is not None]
+        return f"{extra[0]} needs --grid trajectory" if extra else None
+    for option, given in (("--isolate", args.isolate), ("--operator", args.operator)):
+        if given:
+            return f"{option} does not apply to --grid trajectory (it runs the whole step in process)"
+    if len(args.case) > 1:
+        return "--grid trajectory runs one case: give --case once"
     return None
+
+
+def _trajectory(args: argparse.Namespace) -> int:
+    """``--grid trajectory``: ``--steps`` steps per backend, W' feeding the next step
+    (:mod:`convstdp.conformance.trajectory`); exit 0 pass, 1 a failure, 2 a usage error."""
+    from convstdp.conformance import trajectory as traj
+
+    try:
+        case = traj.usable_case(args.case[0] if args.case else traj.DEFAULT_CASE)
+    except ValueError as err:
+        return _usage(str(err))
+    if args.list:
+        print(case.name)
+        return 0
+    run = _Run(args, (), [case], "trajectory", broken={} if args.backend else _broken_backends())
+    code = _load_backends(run)
+    if code is not None:
+        return code
+    steps = args.steps or traj.DEFAULT_STEPS
+    total = steps * len(run.backends) + (traj.self_test_steps(steps) if args.self_test else 0)
+    with Progress(total, "trajectory", run.progress_on) as bar:
+        runs = [
+            traj.run_trajectory(be, case, steps, seed=args.seed, precision=_precision(be, args), progress=bar)
+            for be in run.backends
+        ]
+        st = traj.self_test(case, steps, seed=args.seed, progress=bar) if args.self_test else None
+    doc = traj.to_json(runs, case, steps=steps, seed=args.seed, argv=sys.argv, self_test_doc=st)
+    doc["grid_problems"] = [f"backend {n!r} is broken (not a missing library): {w}" for n, w in run.broken.items()]
+    doc["ok"] = doc["ok"] and not doc["grid_problems"]
+    _print_trajectory(doc, run.unavailable)
+    _write_trajectory(args, doc)
+    return 0 if doc["ok"] else 1
+
+
+def _precision(be: Any, args: argparse.Namespace) -> str:
+    from convstdp.conformance.harness import checked_precision
+
+    return checked_precision(be, args.precision)[0]
+
+
+def _print_trajectory(doc: dict[str, Any], unavailable: dict[str, str]) -> None:
+    from convstdp.conformance import trajectory as traj
+
+    print(f"\nTrajectory conformance: {doc['case']['name']}, {doc['steps']} steps, seed {doc['seed']}")
+    if doc["runs"]:
+        print("Worst error/bound per output over the trajectory (pass: <= 1 at every step):")
+        print(traj.summary_table(doc["runs"]))
+    if doc["self_test"]:
+        print("\nSelf-test (planted bugs that pass a single call; the trajectory must catch them):")
+        print(traj.self_test_table(doc["self_test"]))
+    for p in doc["grid_problems"]:
+        print(f"grid problem: {p}")
+    for name, reason in unavailable.items():
+        print(f"skipped {name}: {reason}")
+    print("\nOK: every trajectory stays within its bound" if doc["ok"] else "\nFAILED")
+
+
+def _write_trajectory(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    import os
+
+    from convstdp.conformance import trajectory as traj
+
+    if args.json:
+        write_json(args.json, doc)
+    if args.plot:
+        traj.plot(doc, args.plot)
+    if args.report:
+        rel = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.report))) if args.plot else None
+        with open(args.report, "w") as fh:
+            fh.write(traj.markdown(doc, plot_file=rel))
 
 
 def _load_backends(run: _Run) -> int | None:
