@@ -88,6 +88,18 @@ class BackendImpl(Protocol):
     ) -> tuple[Any, Any]: ...
 
 
+def composed_step(
+    impl: BackendImpl, kernel: Any, x: Any, *stdp: Any, stride: Any, padding: Any, params: geometry.StdpParams
+) -> tuple[Any, Any, Any, Any]:
+    """SPEC §8 step from an implementation's three operators (resolved geometry): ``(y, W', dW, dX)``,
+    ``stdp = (pre_spike, pre_trace, post_spike, post_trace)``. Backends fall back to it where their
+    fused step cannot serve (mixed dtypes: each operator keeps its own SPEC §4 result dtype)."""
+    y = impl.deconv2d(x, kernel, stride=stride, padding=padding)
+    w_new, dw = impl.stdp_update(kernel, *stdp, stride=stride, padding=padding, params=params)
+    dx = impl.deconv2d_dx(w_new, stdp[2], stride=stride, padding=padding, input_shape=tuple(x.shape))
+    return y, w_new, dw, dx
+
+
 def _array(name: str, v: Any) -> Any:
     """Arrays (NumPy, JAX, anything with shape and dtype) pass through; lists become ndarrays.
 
@@ -229,10 +241,7 @@ class Backend:
         fused = getattr(self.impl, "stdp_step", None)
         if callable(fused):
             return fused(arrays[0], x, *arrays[1:], stride=g.stride, padding=g.pads, params=params)
-        y = self.impl.deconv2d(x, arrays[0], stride=g.stride, padding=g.pads)
-        w_new, dw = self.impl.stdp_update(*arrays, stride=g.stride, padding=g.pads, params=params)
-        dx = self.impl.deconv2d_dx(w_new, arrays[3], stride=g.stride, padding=g.pads, input_shape=g.x_shape)
-        return y, w_new, dw, dx
+        return composed_step(self.impl, arrays[0], x, *arrays[1:], stride=g.stride, padding=g.pads, params=params)
 
     # -- the seed's helpers, on top of the operators ------------------------------------------
 
@@ -441,8 +450,13 @@ def available_backends() -> dict[str, str]:
     return status
 
 
+# Numba with its path choice pinned (conformance of each path on every case; measurements).
+register_backend("numba-dense", "convstdp.fast.numba:create_dense_backend", default=False)
+register_backend("numba-sparse", "convstdp.fast.numba:create_sparse_backend", default=False)
 # Reduced-precision JAX modes (SPEC §4): selectable by name, never run unless asked for.
 register_backend("jax-tf32", "convstdp.fast.jax:create_tf32_backend", default=False, precision="tf32")
 register_backend("jax-bf16", "convstdp.fast.jax:create_bf16_backend", default=False, precision="bf16")
+register_backend("jax-sharded", "convstdp.fast.jax_sharded:create_backend", default=False)
+register_backend("jax-sharded-det", "convstdp.fast.jax_sharded:create_deterministic_backend", default=False)
 # PyTorch: a baseline peer, run only when named (a plain torch install is a multi-GB download).
 register_backend("torch", "convstdp.fast.torch:create_backend", default=False, baseline=True)

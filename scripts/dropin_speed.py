@@ -3,7 +3,7 @@
 Each implementation runs as ngc-learn runs a model: a Context holding the synapse and one
 ``MethodProcess`` (``advance_state >> evolve >> backtransmit``); the process's pure compiled
 function is the body of a ``lax.scan`` over ``T`` steps, the whole loop one ``jax.jit``. Every
-step stores the exogenous values (spikes at 10 % density, dense traces; SPEC §8) in the
+step stores the exogenous values (spikes at the workload's density, dense traces; SPEC §8) in the
 synapse's compartments first. The inputs come from a pool of ``--pool`` distinct steps
 (indexed ``t % pool``), so memory stays small at any ``T``. For reference the same loop is
 also timed on :mod:`convstdp.synapses.functional` directly (``convstdp-functional``).
@@ -11,35 +11,36 @@ also timed on :mod:`convstdp.synapses.functional` directly (``convstdp-functiona
 Compile time (``lower`` + ``compile``) is measured apart from the run time; runs are timed after
 one warm-up, ``--samples`` times, each to ``block_until_ready``.
 
-    python scripts/dropin_speed.py --out dropin_speed.json [--steps 100] [--samples 5]
+    python scripts/dropin_speed.py --out dropin.json [--markdown dropin.md] [--steps 100] [--samples 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-WORKLOADS = {  # SPEC §8
-    "online-decoder": dict(N=1, H=14, Ci=16, Co=1, k=5, stride=2, padding="SAME"),
-    "batch-mid": dict(N=32, H=28, Ci=8, Co=16, k=5, stride=1, padding="SAME"),
-}
+from convstdp import environment
+from convstdp.conformance.cases import SPEC_WORKLOADS, STDP_PARAMS, parse_case
+from convstdp.present import fmt_num, fmt_time, table, write_json
+
+# The SPEC §8 workloads that fit ngc-learn's component (square maps and kernels, one stride) on a CPU.
+WORKLOADS = {w: parse_case(SPEC_WORKLOADS[w]) for w in ("online-decoder", "batch-mid")}
 FIELDS = ("inputs", "preSpike", "preTrace", "postSpike", "postTrace")
-STDP = dict(A_plus=1.0, A_minus=0.6, eta=1e-5, pretrace_target=0.1, w_bound=1.0, w_decay=0.001)
+STDP = STDP_PARAMS["sim"]  # what a simulation runs: every branch of the seed's evolve taken
 _ids = itertools.count()
 
 
-def _pool(wl, out_hw, size, seed, density=0.1):
+def _pool(wl, out_hw, size, seed):
     rng = np.random.default_rng(seed)
-    xs = (size, wl["N"], wl["H"], wl["H"], wl["Ci"])
-    ys = (size, wl["N"], *out_hw, wl["Co"])
+    density = wl.density
+    xs = (size, wl.batch, *wl.in_size, wl.ci)
+    ys = (size, wl.batch, *out_hw, wl.co)
     return (
         (rng.random(xs) < density).astype(np.float32),
         (rng.random(xs) < density).astype(np.float32),
@@ -58,8 +59,8 @@ def _ngclearn_loop(cls, wl, steps, key):
 
     with Context(f"dropin_speed_{cls.__module__.partition('.')[0]}_{next(_ids)}") as ctx:
         syn = cls(
-            "syn", (wl["k"], wl["k"], wl["Ci"], wl["Co"]), (wl["H"], wl["H"]), stride=wl["stride"],
-            padding=wl["padding"], batch_size=wl["N"], key=key, **STDP,
+            "syn", (*wl.kernel, wl.ci, wl.co), wl.in_size, stride=wl.stride[0], padding=wl.padding,
+            batch_size=wl.batch, key=key, **STDP,
         )  # fmt: skip
         step = MethodProcess("step") >> syn.advance_state >> syn.evolve >> syn.backtransmit
     fn = step.run.compiled.source_fn  # the pure step ngc-learn jits: (state dict, loop args) -> (state, None)
@@ -91,8 +92,8 @@ def _functional_loop(wl, steps, key):
     # the same initial filters as the ngc-learn components (built by the drop-in for this key)
     loop0, state0, wkey, out_hw = _ngclearn_loop(DropIn, wl, steps, key)
     cfg = fn.SynapseConfig.make(
-        (wl["k"], wl["k"], wl["Ci"], wl["Co"]), (wl["H"], wl["H"]), STDP["A_plus"], STDP["A_minus"],
-        STDP["pretrace_target"], wl["stride"], wl["padding"], 1.0, STDP["w_bound"], STDP["w_decay"], wl["N"],
+        (*wl.kernel, wl.ci, wl.co), wl.in_size, STDP["A_plus"], STDP["A_minus"], STDP["pretrace_target"],
+        wl.stride, wl.padding, 1.0, STDP["w_bound"], STDP["w_decay"], wl.batch,
     )  # fmt: skip
     state = cfg.init(state0[wkey], STDP["eta"])
 
@@ -148,6 +149,7 @@ def measure(impl, wl_name, steps, samples, pool_size, seed=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--markdown", help="also write a Markdown table here")
     ap.add_argument("--steps", type=int, default=100, help="T, steps per jitted loop (default 100)")
     ap.add_argument("--samples", type=int, default=5, help="timed runs after one warm-up (default 5, at least 5)")
     ap.add_argument("--pool", type=int, default=10, help="distinct input steps, cycled (default 10)")
@@ -162,12 +164,11 @@ def main(argv=None):
     if args.samples < 5:
         ap.error("--samples must be at least 5")
     try:
-        import jax
+        import jax  # noqa: F401
         import ngclearn  # noqa: F401
     except ImportError as err:
         print(f"dropin_speed needs jax and ngclearn: {err}", file=sys.stderr)
         return 2
-    from tabulate import tabulate
 
     impls = args.impl or ["convstdp-dropin", "ngclearn-original", "convstdp-functional"]
     rows, results = [], []
@@ -189,34 +190,28 @@ def main(argv=None):
                 res["speedup_vs_original"] = base["median_s"] / res["median_s"]
             rows.append(
                 [
-                    wl,
-                    impl,
-                    f"{res['compile_s']:.2f}",
-                    f"{res['median_s'] * 1e3:.1f}",
-                    f"{res['min_s'] * 1e3:.1f}",
-                    f"{res['per_step_us']:.0f}",
-                    f"{res['speedup_vs_original']:.2f}x" if base else "",
+                    wl, impl, f"{res['compile_s']:.2f}", fmt_time(res["median_s"]), fmt_time(res["min_s"]),
+                    fmt_time(res["median_s"] / args.steps), f"{fmt_num(res.get('speedup_vs_original'))}×",
                     f"{res.get('final_weights_max_rel_diff_vs_original', float('nan')):.1e}",
                 ]
-            )
-    headers = ["workload", "implementation", "compile s", f"median ms / {args.steps} steps", "min ms",
-               "µs / step", "vs original", "final W rel diff"]  # fmt: skip
-    print(tabulate(rows, headers=headers))
-    env = dict(
-        python=platform.python_version(),
-        jax=jax.__version__,
-        ngclearn=__import__("importlib.metadata").metadata.version("ngclearn"),
-        platform=jax.default_backend(),
-        devices=[str(d) for d in jax.devices()],
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-    )
+            )  # fmt: skip
+    headers = ["workload", "implementation", "compile s", f"median / {args.steps} steps", "min", "per step",
+               "vs original", "final W rel. diff vs original"]  # fmt: skip
+    print(table(headers, rows))
     payload = dict(
-        steps=args.steps, samples=args.samples, pool=args.pool, stdp=STDP, workloads=WORKLOADS, env=env,
-        results=results,
+        steps=args.steps, samples=args.samples, pool=args.pool, stdp=STDP,
+        workloads={w: c.name for w, c in WORKLOADS.items()}, environment=environment.collect(), results=results,
     )  # fmt: skip
-    with open(args.out, "w") as fh:
-        json.dump(payload, fh, indent=2)
+    write_json(args.out, payload)
+    if args.markdown:
+        intro = (
+            f"Jitted {args.steps}-step loops (one `jax.jit` around `lax.scan`), median of {args.samples} runs after "
+            f"a warm-up, compile time apart; spikes at the workload's density, dense traces (SPEC §8), "
+            f"STDP set `sim`. Commit {payload['environment'].get('git_commit')}.\n\n"
+        )
+        Path(args.markdown).write_text(
+            "# ngc-learn drop-in vs original component\n\n" + intro + table(headers, rows, "md") + "\n"
+        )
     print(f"wrote {args.out}")
     return 0
 

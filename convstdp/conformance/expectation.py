@@ -141,6 +141,12 @@ def expect(case: Case, inputs: Inputs) -> Expectation:
     )
     if tgt != 0:  # fl(pretrace_target) shifts every LTP term by the same relative amount
         s_dw = s_dw + abs(tgt * a_plus) * dk(np.ones_like(prt), abs(pos))
+    if tgt != 0 and np.dtype(inputs["pre_trace"].dtype).itemsize < dt["stdp_update"].itemsize:
+        # Narrow traces in a wider sum: every term carries the same low-order bits (the target's), so
+        # the target part's roundings add up instead of averaging out: u·|tgt·A+|·max|post|·m²/2 for
+        # m terms summed in sequence (tolerance module docstring, "Composed outputs").
+        m = dk(np.ones_like(prt), (pos != 0).astype(np.float64))
+        s_dw = s_dw + abs(tgt * a_plus) * np.abs(pos).max(initial=0.0) * m * m / 2
     v = k + eta * dw
     if w_decay > 0:
         v = v - w_decay * k

@@ -45,6 +45,7 @@ import numpy as np
 from jax import lax
 
 from convstdp import geometry, paths
+from convstdp.backends import composed_step
 from convstdp.fast import _jax_formulations as F
 from convstdp.fast._jax_common import X64_HELP, device_names, host_safe
 from convstdp.fast._jax_common import result_dtype as _result_dtype
@@ -280,10 +281,7 @@ class JaxBackend:
         stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
         dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
         if y_dtype != dtype:
-            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(*stdp, stride=stride, padding=padding, params=params)
-            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
-            return y, w_new, dw, dx
+            return composed_step(self, kernel, x, *stdp[1:], stride=stride, padding=padding, params=params)
         arrays = tuple(host_safe(a, dtype) for a in (kernel, x, pre_spike, pre_trace, post_spike, post_trace))
         ksize = tuple(kernel.shape[:2])
         out = tuple(post_spike.shape[1:3])

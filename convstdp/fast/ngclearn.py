@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 from convstdp import geometry
-from convstdp.backends import BackendUnavailable
+from convstdp.backends import BackendUnavailable, composed_step
 
 Pair = tuple[int, int]
 Pads = tuple[Pair, Pair]
@@ -163,10 +163,7 @@ class NgclearnBackend:
 
         arrays = [kernel, *stdp]
         if result_dtype(("x", "kernel"), (x, kernel)) != result_dtype(_STDP, arrays):
-            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(*arrays, stride=stride, padding=padding, params=params)
-            dx = self.deconv2d_dx(w_new, stdp[2], stride=stride, padding=padding, input_shape=tuple(x.shape))
-            return y, w_new, dw, dx
+            return composed_step(self, kernel, x, *stdp, stride=stride, padding=padding, params=params)
         kernel, x, *rest = self._cast(("kernel", "x", *_STDP[1:]), (kernel, x, *stdp))
         with self._highest():
             return self._step(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from convstdp import geometry
-from convstdp.backends import BackendUnavailable
+from convstdp.backends import BackendUnavailable, composed_step
 from convstdp.paths import note
 
 __all__ = ["NumbaBackend", "create_backend"]
@@ -218,7 +218,7 @@ class NumbaBackend:
     name = "numba"
     precision = "highest"
 
-    def __init__(self) -> None:
+    def __init__(self, force: str | None = None) -> None:
         import numba
 
         from convstdp.fast import _numba_dense as dense
@@ -228,10 +228,13 @@ class NumbaBackend:
         self._k = kern
         self._kd = dense
         self._blas = _BlasThreads()
-        self.force: str | None = None  # "dense" / "sparse": override the choice (measurements, tests)
+        self.force = force  # "dense" / "sparse": override the choice (numba-dense / numba-sparse, tests)
         self.version = f"numba {numba.__version__}"
         kinds = 2 if numba.config.NUMBA_NUM_THREADS > 1 else 1
-        self.paths = frozenset([_STEP_COMPOSED, *_DENSE, *(p[i] for p in _ALL_PAIRS for i in range(kinds))])
+        sparse = tuple(p[i] for p in _ALL_PAIRS for i in range(kinds))
+        if force == "dense":  # empty operands still take the (trivial) serial kernels
+            sparse = tuple(p[0] for p in (_DECONV, _DK, _DX, _UPDATE))
+        self.paths = frozenset([_STEP_COMPOSED, *(() if force == "sparse" else _DENSE), *sparse])
 
     def devices(self) -> list[str]:
         return [f"cpu ({self._numba.get_num_threads()} threads)"]
@@ -572,12 +575,10 @@ class NumbaBackend:
         same = dt in _FLOATS and all(a.dtype == dt for a in (x, pre_spike, pre_trace, post_spike, post_trace))
         if not same:  # mixed dtypes: each operator has its own SPEC §4 result dtype
             note(_STEP_COMPOSED)
-            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(
-                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, params=params
-            )
-            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
-            return y, w_new, dw, dx
+            return composed_step(
+                self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding,
+                params=params,
+            )  # fmt: skip
         x_is_pre = x is pre_spike
         kernel, x, pre_spike, pre_trace = _c(kernel, dt), _c(x, dt), _c(pre_spike, dt), _c(pre_trace, dt)
         post_spike, post_trace = _c(post_spike, dt), _c(post_trace, dt)
@@ -623,3 +624,15 @@ def create_backend() -> NumbaBackend:
     except ImportError as err:
         raise BackendUnavailable(f"numba is not installed ({err}); pip install 'convstdp[numba]'") from err
     return NumbaBackend()
+
+
+def create_dense_backend() -> NumbaBackend:
+    """``"numba-dense"``: every non-empty call on the dense (GEMM) path, whatever the density."""
+    create_backend()
+    return NumbaBackend(force="dense")
+
+
+def create_sparse_backend() -> NumbaBackend:
+    """``"numba-sparse"``: every call on the sparse-driven kernels, whatever the density."""
+    create_backend()
+    return NumbaBackend(force="sparse")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from convstdp import geometry
-from convstdp.backends import BackendUnavailable
+from convstdp.backends import BackendUnavailable, composed_step
 from convstdp.environment import cpu_count
 
 __all__ = ["TorchBackend", "create_backend", "torch_pads"]
@@ -200,12 +200,10 @@ class TorchBackend:
             geometry.result_dtype(*(np.dtype(a.dtype) for n, a in inputs.items() if n != "x"))
         }
         if len(dts) > 1:
-            y = self.deconv2d(x, kernel, stride=stride, padding=padding)
-            w_new, dw = self.stdp_update(
-                kernel, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding, params=params
-            )
-            dx = self.deconv2d_dx(w_new, post_spike, stride=stride, padding=padding, input_shape=tuple(x.shape))
-            return y, w_new, dw, dx
+            return composed_step(
+                self, kernel, x, pre_spike, pre_trace, post_spike, post_trace, stride=stride, padding=padding,
+                params=params,
+            )  # fmt: skip
         g = geometry.check_stdp_step(kernel, x, pre_spike, pre_trace, post_spike, post_trace, stride, padding)
         return self.native("stdp_step", inputs, g, params, spec_layout=True)()
 

@@ -18,12 +18,18 @@ compiled programs are made of, at the same precision and formulation choice); ge
 from :mod:`convstdp.geometry`. :class:`SynapseConfig` is static (hashable, frozen): everything
 about shapes, the STDP constants and the numerics. The learning rate is state (``eta``,
 ``(1, 1)`` as in ngc-learn), so changing it does not recompile.
+
+Several devices (SPEC §10): ``SynapseConfig.make(..., mesh=mesh)`` (a :class:`jax.sharding.Mesh`,
+e.g. :func:`convstdp.fast.jax_sharded.make_mesh`; the batch must divide by its size) makes
+:func:`step` (so :func:`run`'s ``lax.scan`` body) one ``shard_map``: batch-shaped compartments
+sharded over every mesh axis, ``weights``/``dWeights``/``biases``/``eta`` replicated, dK summed
+across devices by ``lax.psum``. :meth:`SynapseConfig.shardings` gives the placements.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -87,6 +93,8 @@ class SynapseConfig:
     precision: str = "highest"
     formulation: str = "auto"
     platform: str = "cpu"
+    mesh: Any = None  # jax.sharding.Mesh: step/run shard the batch over it (SPEC §10)
+    reduce_axes: tuple[str, ...] = ()  # inside shard_map: mesh axes dK is summed over
 
     @classmethod
     def make(
@@ -106,8 +114,11 @@ class SynapseConfig:
         dtype: Any = "float32",
         precision: str = "highest",
         formulation: str = "auto",
+        mesh: Any = None,
     ) -> SynapseConfig:
-        """Validated config: ``shape = (kh, kw, Ci, Co)``, ``x_shape = (H, W)``, as the component takes them."""
+        """Validated config: ``shape = (kh, kw, Ci, Co)``, ``x_shape = (H, W)``, as the component takes them.
+
+        ``mesh``: shard the batch of :func:`step`/:func:`run` over it (``batch_size`` must divide by its size)."""
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -122,6 +133,8 @@ class SynapseConfig:
         kh, kw, ci, co = (int(v) for v in shape)
         h, w = (int(v) for v in x_shape)
         x = jax.ShapeDtypeStruct((int(batch_size), h, w, ci), dt)
+        if mesh is not None and int(batch_size) % mesh.size:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's {mesh.size} devices")
         g = geometry.check_deconv2d(x, jax.ShapeDtypeStruct((kh, kw, ci, co), dt), stride, padding)
         p = geometry.check_stdp_params(
             A_plus=A_plus, A_minus=A_minus, eta=0.0, pretrace_target=pretrace_target, w_decay=w_decay, w_bound=w_bound
@@ -141,7 +154,8 @@ class SynapseConfig:
             dt.name,
             precision,
             formulation,
-            jax.default_backend(),
+            jax.default_backend() if mesh is None else mesh.devices.flat[0].platform,
+            mesh,
         )
 
     @classmethod
@@ -201,6 +215,18 @@ class SynapseConfig:
         state = self.init(vals["weights"], vals["eta"].reshape(()), vals["biases"])
         return state._replace(**{n: jnp.asarray(vals[n], self.dtype) for n in SynapseState._fields})
 
+    def shardings(self) -> tuple[SynapseState, StepInputs]:
+        """``(state, per-step inputs)`` of :class:`jax.sharding.NamedSharding` over ``mesh``: batch-shaped
+        fields sharded along axis 0, the rest replicated (prepend ``None`` to a spec for a time axis)."""
+        if self.mesh is None:
+            raise ValueError("this config has no mesh (SynapseConfig.make(..., mesh=...))")
+        from jax.sharding import NamedSharding
+
+        specs = _state_specs(self)
+        state = SynapseState(*(NamedSharding(self.mesh, p) for p in specs))
+        batch = NamedSharding(self.mesh, specs.inputs)
+        return state, StepInputs(*([batch] * len(StepInputs._fields)))
+
     # methods mirroring the module functions, for ``jax.jit(cfg.step)``
     def advance(self, state: SynapseState) -> SynapseState:
         return advance(self, state)
@@ -248,6 +274,8 @@ def evolve(cfg: SynapseConfig, state: SynapseState) -> SynapseState:
         state.preSpike, state.preTrace, state.postSpike, state.postTrace, sc, ksize=cfg.kernel_shape[:2],
         dtype=dt, **cfg.geometry(2 * cfg.x_shape[0]),
     )  # fmt: skip
+    if cfg.reduce_axes:  # per shard under shard_map: the batch sum runs across devices
+        dw = lax.psum(dw, cfg.reduce_axes)
     w_new = F.apply_update(_f(cfg, state.weights), dw, sc, cfg.w_decay > 0, cfg.w_bound > 0)
     return state._replace(weights=w_new, dWeights=dw)
 
@@ -277,10 +305,37 @@ def _checked_inputs(cfg: SynapseConfig, inputs: StepInputs, lead: tuple[int, ...
 
 
 def step(cfg: SynapseConfig, state: SynapseState, inputs: StepInputs) -> SynapseState:
-    """One step in the seed's order: store the exogenous values, ``advance``, ``evolve``, ``backtransmit``."""
+    """One step in the seed's order: store the exogenous values, ``advance``, ``evolve``, ``backtransmit``.
+
+    With ``cfg.mesh``: one ``shard_map`` over it (batch sharded, filters replicated)."""
     inputs = _checked_inputs(cfg, inputs)
+    if cfg.mesh is not None:
+        return _sharded_step(cfg, state, inputs)
     state = state._replace(**inputs._asdict())
     return backtransmit(cfg, evolve(cfg, advance(cfg, state)))
+
+
+def _state_specs(cfg: SynapseConfig) -> SynapseState:
+    """PartitionSpecs of the state: batch-shaped compartments over every mesh axis, the rest replicated."""
+    from jax.sharding import PartitionSpec
+
+    batch, rep = PartitionSpec(tuple(cfg.mesh.axis_names)), PartitionSpec()
+    shared = ("weights", "biases", "eta", "dWeights")
+    return SynapseState(*(rep if f in shared else batch for f in SynapseState._fields))
+
+
+def _sharded_step(cfg: SynapseConfig, state: SynapseState, inputs: StepInputs) -> SynapseState:
+    """:func:`step` as one ``shard_map``: per shard on ``N / P`` items, ``dW`` summed by ``lax.psum``."""
+    from convstdp.fast.jax_sharded import smap
+
+    n = cfg.x_shape[0] // cfg.mesh.size
+    local = replace(
+        cfg, x_shape=(n, *cfg.x_shape[1:]), y_shape=(n, *cfg.y_shape[1:]), mesh=None,
+        reduce_axes=tuple(cfg.mesh.axis_names),
+    )  # fmt: skip
+    specs = _state_specs(cfg)
+    in_specs = (specs, StepInputs(*([specs.inputs] * len(StepInputs._fields))))
+    return smap(partial(step, local), cfg.mesh, in_specs, specs)(state, inputs)
 
 
 def run(
