@@ -461,6 +461,21 @@ def test_row_lists_hold_the_non_zeros_of_each_row(density):
                 assert np.shares_memory(ent, buf)
 
 
+def test_row_list_scratch_follows_the_sampled_density_and_falls_back_when_short():
+    """Scratch is sized from a row sample; spikes only in unsampled rows make it too short, and the
+    kernel then allocates the exact size: same results as the reference, and as a full-size buffer."""
+    x = np.zeros((8, 64, 64, 4), np.float32)  # 131072 elements, sampled every 2nd row
+    x[:, 1::2, ::3, :] = 1.0  # only odd rows spike: the sample sees none
+    assert numba_backend._share(x) == 0.0
+    assert numba_backend._list_buf(x).size == 2 * 8 * 64  # two slots per row: far too short
+    dense = (np.random.default_rng(3).random(x.shape) < 0.1).astype(np.float32)
+    assert numba_backend._list_buf(dense).size < 0.2 * dense.size  # ~1.25 x 10 %, not every element
+    k = np.random.default_rng(4).uniform(0.1, 1.0, (3, 3, 4, 2)).astype(np.float32)
+    with _forced("sparse"):
+        y = BE.deconv2d(x, k, stride=1, padding="SAME")
+    np.testing.assert_allclose(y, ref.deconv2d(x, k, stride=1, padding="SAME"), rtol=1e-5, atol=1e-5)
+
+
 def test_empty_batch():
     k = np.random.default_rng(0).random((3, 2, 4, 5))
     x = np.zeros((0, 6, 5, 4))

@@ -113,8 +113,13 @@ _EMPTY_LIST = np.empty(0, dtype=np.int64)
 
 
 def _list_buf(a: np.ndarray) -> np.ndarray:
-    """Scratch for the row lists of ``a`` ``(N, R, C, D)``: ``a.size + N*R`` int64 (the most needed)."""
-    return np.empty(a.size + a.shape[0] * a.shape[1], dtype=np.int64)
+    """Scratch for the row lists of ``a`` ``(N, R, C, D)``: one int64 per non-zero plus one per row.
+
+    Large arrays get 1.25x their sampled non-zero count (:func:`_share`), so a step's extra memory
+    follows the spike density; when the sample falls short the kernel allocates the exact size."""
+    rows = a.shape[0] * a.shape[1]
+    n = a.size if a.size <= LIST_FULL_BELOW else min(a.size, int(1.25 * _share(a) * a.size) + rows)
+    return np.empty(n + rows, dtype=np.int64)
 
 
 def _acc_buf(chunks: int, kernel_shape: tuple[int, ...], sw: int, dt: np.dtype) -> np.ndarray:
@@ -144,6 +149,8 @@ _DECONV_DENSE, _DX_DENSE, _DK_DENSE, _UPDATE_DENSE, _STEP_DENSE = _DENSE
 # Numba count. Only the choice of path depends on it, never a result (spikes filling a few rows only
 # could tip it the wrong way: speed, not values).
 SHARE_SAMPLE = 1 << 16
+# Row-list scratch below this many elements is sized for every element (no sampling pass).
+LIST_FULL_BELOW = SHARE_SAMPLE
 
 
 def _share(a: np.ndarray) -> float:
