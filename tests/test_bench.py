@@ -361,3 +361,14 @@ def test_bench_checks_out_before_any_work(tmp_path, capsys: pytest.CaptureFixtur
     assert cli.main(["bench", "--out", str(blocker / "report"), "--no-progress"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert time.perf_counter() - t0 < 5  # rejected up front, not after the run (a hang guard, not a benchmark)
+
+
+def test_sweep_families_hold_the_spec_point_once_and_in_order():
+    from convstdp.bench.suite import sweep_families
+
+    spec = {"name": "batch-mid", "group": "spec", "density": 0.1}
+    sweeps = [{"name": f"batch-mid/density={d}", "group": "sweep", "density": d} for d in (0.01, 0.3, 1.0)]
+    fams = sweep_families({"workloads": [spec, *sweeps, {"name": "step/base", "group": "sweep"}]})
+    assert [w["name"] for w in fams["batch-mid"]] == ["batch-mid", *(w["name"] for w in sweeps)]
+    assert fams["batch-mid"][0]["sweeps"] == [["density", 0.1]]
+    assert [w["name"] for w in fams["step"]] == ["step/base"]

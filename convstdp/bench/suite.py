@@ -67,8 +67,8 @@ def sweep_families(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     for w in result["workloads"]:
         if w["group"] == "sweep":
             fam = w["name"].split("/")[0]
-            if fam in spec and spec[fam] not in fams.get(fam, []):  # the SPEC point is a density point too
-                fams.setdefault(fam, []).append({**spec[fam], "sweeps": [["density", spec[fam]["density"]]]})
+            if fam in spec and fam not in fams:  # the SPEC point is a density point too (once)
+                fams[fam] = [{**spec[fam], "sweeps": [["density", spec[fam]["density"]]]}]
             fams.setdefault(fam, []).append(w)
     return fams
 
