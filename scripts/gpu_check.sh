@@ -103,8 +103,10 @@ step backends 45 "$PY" -m convstdp backends
 step conformance "$LIMIT_CONF" "$PY" -m convstdp conformance --backend jax --backend ngclearn "${CONF_GRID[@]}" \
     --isolate --timeout $((LIMIT_CONF - 10)) --json "$OUT/conformance.json" --report "$OUT/conformance.md" --quiet
 
-# 3. The SPEC §8 benchmarks, jax and ngclearn side by side on the same device.
-step bench "$LIMIT_BENCH" "$PY" -m convstdp bench --backend jax --backend ngclearn --no-peers "${BENCH_ARGS[@]}" \
+# 3. The SPEC §8 benchmarks, jax (unsharded and sharded over this host's devices: on one GPU, the
+#    sharded mode's overhead) and ngclearn side by side on the same device.
+step bench "$LIMIT_BENCH" "$PY" -m convstdp bench --backend jax --backend jax-sharded --backend ngclearn --no-peers \
+    "${BENCH_ARGS[@]}" \
     --no-progress --out "$OUT/bench"
 
 # 4. The JAX formulations side by side (decides the GPU default): one stdp_step per call,
