@@ -311,7 +311,9 @@ def _method() -> Section:
             "Inputs are what a simulation feeds a step (SPEC §8; the conformance case named in each section, "
             "checked at full size before timing): spikes float32 0/1 at the stated density, x the presynaptic "
             "spike array itself, traces dense and positive, kernels positive. PyTorch is timed as its users run "
-            "it, on NCHW tensors (and its own weight layout) converted once outside the timed region, at the "
+            "it, on 4-D tensors in its own layout (NCHW, its own weight layout) converted once outside the timed "
+            "region, in whichever memory format (contiguous or channels_last) its step runs faster on that "
+            "workload (both timed when the tensors are prepared), at the "
             "same thread count as the machine's usable CPUs; ngc-learn's step is its own functions jitted as one "
             "whole step.",
             "Per workload each runner makes a first call (its compile time, for JIT backends, is in 'first call'), "

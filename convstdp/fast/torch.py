@@ -53,6 +53,7 @@ class TorchBackend:
         self.F = torch.nn.functional
         torch.set_num_threads(threads or cpu_count())
         self.version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        self.layout = "nchw"  # the memory format native() last chose ("nchw" or "channels_last")
 
     def devices(self) -> list[str]:
         return ["cpu"]
@@ -166,6 +167,28 @@ class TorchBackend:
             w_new, dw = self._update(*self._native_inputs(arrays, tuple(arrays), dt), stride, padding, params)
             return self._unflip(w_new).numpy(), self._unflip(dw).numpy()
 
+    def _faster_layout(self, tensors: list[Any], g: Any, params: Any) -> list[Any]:
+        """The tensors in whichever memory format runs this step faster here, as a PyTorch user would
+        pick: contiguous NCHW or ``channels_last`` (oneDNN's NHWC kernels; ~1.7x faster on batch-large,
+        slower on some small maps). Decided by timing both (median of 3, after a warm-up); the choice
+        is kept in ``self.layout``."""
+        import time
+
+        torch = self.torch
+        cl = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
+        best = {}
+        with torch.no_grad():
+            for name, ts in (("nchw", tensors), ("channels_last", cl)):
+                self._step(*ts, g, params)
+                times = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    self._step(*ts, g, params)
+                    times.append(time.perf_counter() - t0)
+                best[name] = sorted(times)[1]
+        self.layout = min(best, key=best.get)
+        return cl if self.layout == "channels_last" else tensors
+
     def native(self, op: str, inputs: dict[str, Any], g: Any, params: Any, *, spec_layout: bool = False) -> Any:
         """The SPEC §8 step as a PyTorch user runs it: tensors converted to NCHW (and the kernel to
         ``conv_transpose2d``'s layout) once, here; the returned call computes on them and returns
@@ -175,7 +198,7 @@ class TorchBackend:
             return None
         names = ("kernel", "x", "pre_spike", "pre_trace", "post_spike", "post_trace")
         dt = geometry.result_dtype(*(np.dtype(inputs[n].dtype) for n in names))
-        tensors = self._native_inputs(inputs, names, dt)
+        tensors = self._faster_layout(self._native_inputs(inputs, names, dt), g, params)
         torch = self.torch
 
         def run() -> Any:
