@@ -129,6 +129,32 @@ def test_step_matches_reference_ops_and_backtransmits_through_updated_filters(ba
     assert not np.allclose(w1, w0)
 
 
+# every registered backend (opt-in ones too); square maps and kernels, one stride: inside ngc-learn's subset
+EVERY = [
+    *("reference", "numba", "numba-dense", "numba-sparse", "jax", "jax-sharded", "jax-sharded-det", "ngclearn", "torch")
+]
+SQUARE = dict(RECT, shape=(3, 3, 2, 3), x_shape=(5, 5), stride=2)
+
+
+@pytest.mark.parametrize("backend", EVERY)
+def test_five_steps_on_every_backend_agree_with_the_reference_component(backend):
+    _backend(backend)
+    rng = np.random.default_rng(17)
+    steps = [_inputs(TraceSTDPDeconvSynapse("shape", **SQUARE, backend="reference"), rng) for _ in range(5)]
+    syns = [TraceSTDPDeconvSynapse("e", **SQUARE, backend=b, seed=5) for b in ("reference", backend)]
+    w0 = np.array(np.asarray(syns[0].weights.get()))
+    for vals in steps:
+        for syn in syns:
+            _feed(syn, vals)
+            syn.advance_state()
+            syn.evolve()
+            syn.backtransmit()
+    ref, got = syns
+    assert np.abs(np.asarray(ref.weights.get()) - w0).max() > 1e-3  # it learned over the five steps
+    for name in ("outputs", "weights", "dWeights", "dInputs"):
+        _close(name, getattr(got, name).get(), getattr(ref, name).get(), rtol=1e-5, atol_scale=1e-5)
+
+
 def test_resist_scale_biases_and_eta_compartment():
     rng = np.random.default_rng(1)
     syn = TraceSTDPDeconvSynapse("r", **{**RECT, "eta": 0.0}, g_conduct_factor=2.5, backend="reference", seed=1)
