@@ -35,7 +35,7 @@ every product, because on NVIDIA GPUs JAX's float32 default is TF32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -138,6 +138,15 @@ _stdp_update_prog = jax.jit(_stdp_update_body, static_argnames=_GEOM)
 _stdp_update_prog_donating = jax.jit(_stdp_update_body, static_argnames=_GEOM, donate_argnums=(0,))
 _stdp_step_prog = jax.jit(_stdp_step_body, static_argnames=_GEOM)
 _stdp_step_prog_donating = jax.jit(_stdp_step_body, static_argnames=_GEOM, donate_argnums=(0,))
+_PROGRAMS = {
+    "deconv2d": _deconv2d_prog,
+    "deconv2d_dk": _dk_prog,
+    "deconv2d_dx": _dx_prog,
+    "stdp_update": _stdp_update_prog,
+    "stdp_step": _stdp_step_prog,
+}
+_DONATING = {"stdp_update": _stdp_update_prog_donating, "stdp_step": _stdp_step_prog_donating}
+_STDP_NAMES = ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace")
 
 
 # ------------------------------------------------------------------------------ the backend
@@ -194,14 +203,21 @@ class JaxBackend:
     def devices(self) -> list[str]:
         return device_names()
 
-    def _form(self, op: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair) -> str:
-        """The formulation for this call, noted as the path ``"<op>/<formulation>"`` (:mod:`convstdp.paths`)."""
-        form = _form_for(self.formulation, batch, out_size, ksize, channels, stride, self.platform)
+    def _static(
+        self, op: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair, pairs: int = 1
+    ) -> dict[str, Any]:
+        """Static program arguments of a call: the formulation, noted as the path ``"<op>/<formulation>"``
+        (:mod:`convstdp.paths`), and the numerics. ``pairs``: products stacked along the batch (2 for
+        the STDP update's LTP and LTD)."""
+        form = _form_for(self.formulation, pairs * batch, out_size, ksize, channels, stride, self.platform)
         paths.note(f"{op}/{form}")
-        return form
+        return {"form": form, "num": self._num}
 
-    def _donate(self, kernel: Any) -> bool:
-        return self.donate_kernel and isinstance(kernel, jax.Array)
+    def _program(self, op: str, kernel: Any) -> Callable[..., Any]:
+        """The compiled program of ``op`` (the kernel-donating one where the caller allowed it)."""
+        if self.donate_kernel and isinstance(kernel, jax.Array) and op in _DONATING:
+            return _DONATING[op]
+        return _PROGRAMS[op]
 
     # -- operators (normalised arguments: stride (sh, sw), padding ((lo_h, hi_h), (lo_w, hi_w)))
 
@@ -212,17 +228,17 @@ class JaxBackend:
         n, h, w, ci = x.shape
         kh, kw, _, co = kernel.shape
         size = _out_size((h, w), (kh, kw), stride, padding)
-        form = self._form("deconv2d", n, size, (kh, kw), (ci, co), stride)
-        return _deconv2d_prog(x, kernel, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+        st = self._static("deconv2d", n, size, (kh, kw), (ci, co), stride)
+        return self._program("deconv2d", kernel)(x, kernel, stride=stride, pads=padding, size=size, dtype=dtype, **st)
 
     def deconv2d_dk(self, x: Any, d_out: Any, *, kernel_size: Pair, stride: Pair, padding: Pads) -> jax.Array:
         """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)``."""
         dtype = _result_dtype(("x", "d_out"), (x, d_out))
         x, d_out = host_safe(x, dtype), host_safe(d_out, dtype)
-        form = self._form(
-            "deconv2d_dk", x.shape[0], tuple(d_out.shape[1:3]), kernel_size, (x.shape[3], d_out.shape[3]), stride
-        )
-        return _dk_prog(x, d_out, stride=stride, pads=padding, size=kernel_size, form=form, num=self._num, dtype=dtype)
+        chans = (x.shape[3], d_out.shape[3])
+        st = self._static("deconv2d_dk", x.shape[0], tuple(d_out.shape[1:3]), kernel_size, chans, stride)
+        prog = self._program("deconv2d_dk", None)
+        return prog(x, d_out, stride=stride, pads=padding, size=kernel_size, dtype=dtype, **st)
 
     def deconv2d_dx(
         self, kernel: Any, d_out: Any, *, stride: Pair, padding: Pads, input_shape: Sequence[int]
@@ -231,9 +247,11 @@ class JaxBackend:
         dtype = _result_dtype(("kernel", "d_out"), (kernel, d_out))
         kernel, d_out = host_safe(kernel, dtype), host_safe(d_out, dtype)
         size = (int(input_shape[1]), int(input_shape[2]))
-        kshape = tuple(kernel.shape)
-        form = self._form("deconv2d_dx", d_out.shape[0], tuple(d_out.shape[1:3]), kshape[:2], kshape[2:], stride)
-        return _dx_prog(kernel, d_out, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+        ks = tuple(kernel.shape)
+        st = self._static("deconv2d_dx", d_out.shape[0], tuple(d_out.shape[1:3]), ks[:2], ks[2:], stride)
+        return self._program("deconv2d_dx", kernel)(
+            kernel, d_out, stride=stride, pads=padding, size=size, dtype=dtype, **st
+        )
 
     def stdp_update(
         self,
@@ -249,15 +267,12 @@ class JaxBackend:
     ) -> tuple[jax.Array, jax.Array]:
         """→ ``(W', dW)``, kernel-shaped; one compiled program (SPEC §3 ``stdp_update``)."""
         arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
-        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), arrays)
+        dtype = _result_dtype(_STDP_NAMES, arrays)
         arrays = tuple(host_safe(a, dtype) for a in arrays)
-        ksize = tuple(kernel.shape[:2])
-        form = self._form(
-            "stdp_update", 2 * pre_spike.shape[0], tuple(post_spike.shape[1:3]), ksize, tuple(kernel.shape[2:]), stride
-        )
-        prog = _stdp_update_prog_donating if self._donate(kernel) else _stdp_update_prog
-        scalars = _scalars(params)
-        return prog(*arrays, scalars, stride=stride, pads=padding, size=ksize, form=form, num=self._num, dtype=dtype)
+        ksize, out = tuple(kernel.shape[:2]), tuple(post_spike.shape[1:3])
+        st = self._static("stdp_update", pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride, pairs=2)
+        prog = self._program("stdp_update", kernel)
+        return prog(*arrays, _scalars(params), stride=stride, pads=padding, size=ksize, dtype=dtype, **st)
 
     def stdp_step(
         self,
@@ -277,19 +292,16 @@ class JaxBackend:
         Each operator keeps its own SPEC §4 dtype: when ``y``'s (from ``x``, ``kernel``) differs
         from the update's (the five STDP arrays; ``dX`` follows ``W'``), the operators run apart.
         """
-        y_dtype = _result_dtype(("x", "kernel"), (x, kernel))
         stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
-        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
-        if y_dtype != dtype:
+        dtype = _result_dtype(_STDP_NAMES, stdp)
+        if _result_dtype(("x", "kernel"), (x, kernel)) != dtype:
             return composed_step(self, kernel, x, *stdp[1:], stride=stride, padding=padding, params=params)
-        arrays = tuple(host_safe(a, dtype) for a in (kernel, x, pre_spike, pre_trace, post_spike, post_trace))
-        ksize = tuple(kernel.shape[:2])
-        out = tuple(post_spike.shape[1:3])
-        form = self._form("stdp_step", 2 * pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride)
+        arrays = tuple(host_safe(a, dtype) for a in (kernel, x, *stdp[1:]))
+        ksize, out = tuple(kernel.shape[:2]), tuple(post_spike.shape[1:3])
+        st = self._static("stdp_step", pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride, pairs=2)
         size = (ksize, out, tuple(x.shape[1:3]))
-        prog = _stdp_step_prog_donating if self._donate(kernel) else _stdp_step_prog
-        scalars = _scalars(params)
-        return prog(*arrays, scalars, stride=stride, pads=padding, size=size, form=form, num=self._num, dtype=dtype)
+        prog = self._program("stdp_step", kernel)
+        return prog(*arrays, _scalars(params), stride=stride, pads=padding, size=size, dtype=dtype, **st)
 
 
 def _scalars(params: StdpParams) -> tuple[Any, ...]:

@@ -32,7 +32,6 @@ adds: the same program gives bit-identical results run to run (and on every devi
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -43,13 +42,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
-from convstdp import paths
-from convstdp.backends import composed_step
 from convstdp.fast import _jax_formulations as F
-from convstdp.fast._jax_common import host_safe
-from convstdp.fast._jax_common import result_dtype as _result_dtype
-from convstdp.fast.jax import JaxBackend, _form_for, _out_size, _scalars
-from convstdp.geometry import StdpParams
+from convstdp.fast.jax import JaxBackend
 
 try:  # JAX >= 0.7 exports shard_map at the top level
     from jax import shard_map as _shard_map
@@ -67,7 +61,6 @@ __all__ = [
 ]
 
 Pair = tuple[int, int]
-Pads = tuple[Pair, Pair]
 AXIS = "batch"
 _REP = PartitionSpec()
 _STATIC = ("stride", "pads", "size", "form", "num", "dtype", "mesh", "det")
@@ -252,114 +245,39 @@ class JaxShardedBackend(JaxBackend):
     def _single(self) -> bool:
         return self.ndev == 1
 
-    def _one_device(self) -> Any:
-        """Context placing the unsharded programs on the mesh's only device (nothing to do on the default one)."""
-        dev = self.mesh.devices.flat[0]
-        return contextlib.nullcontext() if dev == jax.devices()[0] else jax.default_device(dev)
-
     def _static(
         self, op: str, batch: int, out_size: Pair, ksize: Pair, channels: Pair, stride: Pair, pairs: int = 1
-    ) -> dict:
-        """Static program arguments for a call: the per-shard formulation (noted as the path), mesh, mode.
-
-        ``pairs``: products stacked along the batch (2 for the STDP update, as the JAX backend counts)."""
-        local = pairs * (padded_batch(batch, self.ndev) // self.ndev)
-        form = _form_for(self.formulation, local, out_size, ksize, channels, stride, self.platform)
-        paths.note(f"{op}/{form}")
-        return {"form": form, "num": self._num, "mesh": self.mesh, "det": self.deterministic}
-
-    # -- operators (normalised arguments, as JaxBackend's)
-
-    def deconv2d(self, x: Any, kernel: Any, *, stride: Pair, padding: Pads) -> jax.Array:
-        """x ``(N,H,W,Ci)`` (batch-sharded), kernel ``(kh,kw,Ci,Co)`` (replicated) → y ``(N,Ho,Wo,Co)``."""
+    ) -> dict[str, Any]:
+        """The JAX backend's static arguments for the per-shard batch (the formulation is chosen, and
+        noted as the path, for it), plus the mesh and the reduction mode."""
         if self._single:
-            with self._one_device():
-                return super().deconv2d(x, kernel, stride=stride, padding=padding)
-        dtype = _result_dtype(("x", "kernel"), (x, kernel))
-        x, kernel = host_safe(x, dtype), host_safe(kernel, dtype)
-        n, h, w, ci = x.shape
-        kh, kw, _, co = kernel.shape
-        size = _out_size((h, w), (kh, kw), stride, padding)
-        st = self._static("deconv2d", n, size, (kh, kw), (ci, co), stride)
-        return _deconv2d_prog(x, kernel, stride=stride, pads=padding, size=size, dtype=dtype, **st)
+            return super()._static(op, batch, out_size, ksize, channels, stride, pairs)
+        local = padded_batch(batch, self.ndev) // self.ndev
+        st = super()._static(op, local, out_size, ksize, channels, stride, pairs)
+        return {**st, "mesh": self.mesh, "det": self.deterministic}
 
-    def deconv2d_dk(self, x: Any, d_out: Any, *, kernel_size: Pair, stride: Pair, padding: Pads) -> jax.Array:
-        """x ``(N,H,W,Ci)``, d_out ``(N,Ho,Wo,Co)`` → dK ``(kh,kw,Ci,Co)`` (per-shard sums, reduced; replicated)."""
-        if self._single:
-            with self._one_device():
-                return super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding)
-        dtype = _result_dtype(("x", "d_out"), (x, d_out))
-        x, d_out = host_safe(x, dtype), host_safe(d_out, dtype)
-        chans = (x.shape[3], d_out.shape[3])
-        st = self._static("deconv2d_dk", x.shape[0], tuple(d_out.shape[1:3]), kernel_size, chans, stride)
-        return _dk_prog(x, d_out, stride=stride, pads=padding, size=kernel_size, dtype=dtype, **st)
+    def _program(self, op: str, kernel: Any) -> Any:
+        """The ``shard_map`` program of ``op``; with one device, the JAX backend's, on that device."""
+        if not self._single:
+            return _PROGRAMS[op]
+        prog, dev = super()._program(op, kernel), self.mesh.devices.flat[0]
+        if dev == jax.devices()[0]:
+            return prog
 
-    def deconv2d_dx(
-        self, kernel: Any, d_out: Any, *, stride: Pair, padding: Pads, input_shape: Sequence[int]
-    ) -> jax.Array:
-        """kernel ``(kh,kw,Ci,Co)``, d_out ``(N,Ho,Wo,Co)`` (batch-sharded) → dX ``(N,H,W,Ci)``."""
-        if self._single:
-            with self._one_device():
-                return super().deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
-        dtype = _result_dtype(("kernel", "d_out"), (kernel, d_out))
-        kernel, d_out = host_safe(kernel, dtype), host_safe(d_out, dtype)
-        size = (int(input_shape[1]), int(input_shape[2]))
-        ks = tuple(kernel.shape)
-        st = self._static("deconv2d_dx", d_out.shape[0], tuple(d_out.shape[1:3]), ks[:2], ks[2:], stride)
-        return _dx_prog(kernel, d_out, stride=stride, pads=padding, size=size, dtype=dtype, **st)
+        def on_device(*args: Any, **kwargs: Any) -> Any:
+            with jax.default_device(dev):
+                return prog(*args, **kwargs)
 
-    def stdp_update(
-        self,
-        kernel: Any,
-        pre_spike: Any,
-        pre_trace: Any,
-        post_spike: Any,
-        post_trace: Any,
-        *,
-        stride: Pair,
-        padding: Pads,
-        params: StdpParams,
-    ) -> tuple[jax.Array, jax.Array]:
-        """→ ``(W', dW)``, kernel-shaped and replicated on every device; one ``shard_map`` program."""
-        stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
-        if self._single:
-            with self._one_device():
-                return super().stdp_update(*stdp, stride=stride, padding=padding, params=params)
-        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
-        arrays = tuple(host_safe(a, dtype) for a in stdp)
-        ksize = tuple(kernel.shape[:2])
-        out = tuple(post_spike.shape[1:3])
-        st = self._static("stdp_update", pre_spike.shape[0], out, ksize, tuple(kernel.shape[2:]), stride, 2)
-        return _update_prog(*arrays, _scalars(params), stride=stride, pads=padding, size=ksize, dtype=dtype, **st)
+        return on_device
 
-    def stdp_step(
-        self,
-        kernel: Any,
-        x: Any,
-        pre_spike: Any,
-        pre_trace: Any,
-        post_spike: Any,
-        post_trace: Any,
-        *,
-        stride: Pair,
-        padding: Pads,
-        params: StdpParams,
-    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        """SPEC §8 step as ONE jitted ``shard_map`` program → ``(y, W', dW, dX)``: ``y``/``dX``
-        batch-sharded, ``W'``/``dW`` replicated. Mixed dtypes run the sharded operators one by one."""
-        stdp = (kernel, pre_spike, pre_trace, post_spike, post_trace)
-        if self._single:
-            with self._one_device():
-                return super().stdp_step(kernel, x, *stdp[1:], stride=stride, padding=padding, params=params)
-        y_dtype = _result_dtype(("x", "kernel"), (x, kernel))
-        dtype = _result_dtype(("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace"), stdp)
-        if y_dtype != dtype:
-            return composed_step(self, kernel, x, *stdp[1:], stride=stride, padding=padding, params=params)
-        arrays = tuple(host_safe(a, dtype) for a in (kernel, x, *stdp[1:]))
-        ksize, out = tuple(kernel.shape[:2]), tuple(post_spike.shape[1:3])
-        st = self._static("stdp_step", x.shape[0], out, ksize, tuple(kernel.shape[2:]), stride, 2)
-        size = (ksize, out, tuple(x.shape[1:3]))
-        return _step_prog(*arrays, _scalars(params), stride=stride, pads=padding, size=size, dtype=dtype, **st)
+
+_PROGRAMS = {
+    "deconv2d": _deconv2d_prog,
+    "deconv2d_dk": _dk_prog,
+    "deconv2d_dx": _dx_prog,
+    "stdp_update": _update_prog,
+    "stdp_step": _step_prog,
+}
 
 
 def create_backend() -> JaxShardedBackend:
