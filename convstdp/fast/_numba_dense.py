@@ -39,6 +39,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from convstdp.fast._numba_kernels import _count_row, _evolved, _zero
+
 _JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 _PAR = dict(_JIT, parallel=True)
 
@@ -60,9 +62,7 @@ def count_rows(a, step):
     c = 0
     m = 0
     for r in range(0, rows, step):
-        base = np.uint64(r * L)
-        for j in range(np.uint64(L)):
-            c += np.int64(a1[base + j] != 0)
+        c += _count_row(a1, r, L)
         m += L
     return c, m
 
@@ -71,19 +71,30 @@ def count_rows(a, step):
 
 
 @njit(inline="always", **_JIT)
+def _split(r, mid, inner):
+    """Row ``r`` of a ``(·, mid, inner)`` grid as ``(n, m, i)`` (divisions once, at a tile's first row)."""
+    return r // (inner * mid), (r // inner) % mid, r % inner
+
+
+@njit(inline="always", **_JIT)
+def _next(n, m, i, mid, inner):
+    """The row after ``(n, m, i)`` on a ``(·, mid, inner)`` grid, stepped like an odometer (no division)."""
+    i += 1
+    if i == inner:
+        i = 0
+        m += 1
+        if m == mid:
+            m = 0
+            n += 1
+    return n, m, i
+
+
+@njit(inline="always", **_JIT)
 def _add(dst, do, src, n):
     """``dst[do:do+n] += src[:n]`` (unsigned indices, as :func:`_copy`)."""
     d = np.uint64(do)
     for j in range(np.uint64(n)):
         dst[d + j] += src[j]
-
-
-@njit(inline="always", **_JIT)
-def _zero(a, lo, hi):
-    """``a[lo:hi] = 0``."""
-    d = np.uint64(lo)
-    for j in range(np.uint64(hi - lo)):
-        a[d + j] = 0
 
 
 @njit(inline="always", **_JIT)
@@ -104,18 +115,10 @@ def _gather_out(src1, sub, col, r0, r1, g, dims):
     phh, phw, mh, mw, p0h, p0w, nph, npw = g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
     run = mw * Ci
     D = mh * run
-    qq = r0 % npw  # (n, pp, qq) of row r0, then stepped: no division per row
-    pp = (r0 // npw) % nph
-    n = r0 // (npw * nph)
+    n, pp, qq = _split(r0, nph, npw)
     for r in range(r0, r1):
         if r > r0:
-            qq += 1
-            if qq == npw:
-                qq = 0
-                pp += 1
-                if pp == nph:
-                    pp = 0
-                    n += 1
+            n, pp, qq = _next(n, pp, qq, nph, npw)
         hb = (p0h + pp * sh - lo_h + phh) // sh  # exact: the phase makes it a multiple of sh
         wb = (p0w + qq * sw - lo_w + phw) // sw
         l0, l1 = max(0, -wb), min(mw, W - wb)
@@ -140,18 +143,10 @@ def _gather_out_t(src1, sub, colt, r0, r1, g, dims):
     phh, phw, mh, mw, p0h, p0w, nph, npw = g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
     run = mw * Ci
     T = np.uint64(r1 - r0)
-    qq = r0 % npw  # (n, pp, qq) of row r0, then stepped: no division per row
-    pp = (r0 // npw) % nph
-    n = r0 // (npw * nph)
+    n, pp, qq = _split(r0, nph, npw)
     for r in range(r0, r1):
         if r > r0:
-            qq += 1
-            if qq == npw:
-                qq = 0
-                pp += 1
-                if pp == nph:
-                    pp = 0
-                    n += 1
+            n, pp, qq = _next(n, pp, qq, nph, npw)
         hb = (p0h + pp * sh - lo_h + phh) // sh
         wb = (p0w + qq * sw - lo_w + phw) // sw
         l0, l1 = max(0, -wb), min(mw, W - wb)
@@ -178,18 +173,10 @@ def _rows_out(a1, tile, r0, r1, g, Ho, Wo, Co, sh, sw, to_tile):
     """Output rows ``r0..r1-1`` of group ``g``: ``a[n, p, q, :]`` into ``tile`` (``to_tile``) or back."""
     zero = np.zeros(1, dtype=tile.dtype)[0]
     p0h, p0w, nph, npw = g[4], g[5], g[6], g[7]
-    qq = r0 % npw  # (n, pp, qq) of row r0, then stepped: no division per row
-    pp = (r0 // npw) % nph
-    n = r0 // (npw * nph)
+    n, pp, qq = _split(r0, nph, npw)
     for r in range(r0, r1):
         if r > r0:
-            qq += 1
-            if qq == npw:
-                qq = 0
-                pp += 1
-                if pp == nph:
-                    pp = 0
-                    n += 1
+            n, pp, qq = _next(n, pp, qq, nph, npw)
         s = ((n * Ho + p0h + pp * sh) * Wo + p0w + qq * sw) * Co
         d = (r - r0) * Co
         if to_tile:
@@ -204,18 +191,10 @@ def _gather_in(d1, col, r0, r1, dims, zero):
     H, W, Ho, Wo, Co, kh, kw, sh, sw, lo_h, lo_w = dims
     run = kw * Co
     D = kh * run
-    w = r0 % W  # (n, h, w) of row r0, then stepped: no division per row
-    h = (r0 // W) % H
-    n = r0 // (W * H)
+    n, h, w = _split(r0, H, W)
     for r in range(r0, r1):
         if r > r0:
-            w += 1
-            if w == W:
-                w = 0
-                h += 1
-                if h == H:
-                    h = 0
-                    n += 1
+            n, h, w = _next(n, h, w, H, W)
         top = h * sh + lo_h
         qs = w * sw + lo_w - (kw - 1)
         m0, m1 = max(0, -qs), min(kw, Wo - qs)
@@ -346,23 +325,13 @@ def reduce_update(acc1, acc2, use2, s1, s2, grp, w_in, eta, w_decay, w_bound, dw
                         if use2:
                             v += s2 * t2[base + o]
                         g[phh + j * sh, phw + m * sw, i, o] = v
-    hi = w_bound - 0.01
     for a in range(kh):
         for b in range(kw):
             for i in range(Ci):
                 for o in range(Co):
                     v0 = g[a, b, i, o]
                     dw[a, b, i, o] = v0
-                    w0 = np.float64(w_in[a, b, i, o])
-                    v = w0 + eta * v0
-                    if w_decay > 0:
-                        v = v - w_decay * w0
-                    if w_bound > 0:
-                        if v < 0.01:
-                            v = 0.01
-                        if v > hi:
-                            v = hi
-                    w_out[a, b, i, o] = v
+                    w_out[a, b, i, o] = _evolved(np.float64(w_in[a, b, i, o]), v0, eta, w_decay, w_bound)
 
 
 # ------------------------------------------------------------------------------------- dX pass

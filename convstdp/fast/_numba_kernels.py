@@ -92,10 +92,27 @@ def _axpy_shift(dst, do, src, so, alpha, c, n):
 
 @njit(inline="always", **_JIT)
 def _zero(a, lo, hi):
-    """``a[lo:hi] = 0`` (a plain loop: in a ``parallel=True`` function an array expression or
-    ``np.zeros`` would become a parallel loop of its own, launched even on the serial path)."""
-    for j in range(lo, hi):
-        a[j] = 0
+    """``a[lo:hi] = 0`` (nothing when ``hi <= lo``). A plain loop: in a ``parallel=True`` function an
+    array expression or ``np.zeros`` would become a parallel loop of its own, launched even on the
+    serial path; unsigned indices let LLVM vectorise it (see :func:`_axpy`)."""
+    d = np.uint64(lo)
+    for j in range(np.uint64(max(hi - lo, 0))):
+        a[d + j] = 0
+
+
+@njit(inline="always", **_JIT)
+def _evolved(w0, g, eta, w_decay, w_bound):
+    """The seed's ``evolve`` for one weight, in float64: ``w0 + eta·g (- w_decay·w0)``, clipped to
+    ``[0.01, w_bound - 0.01]`` when ``w_bound > 0``."""
+    v = w0 + eta * g
+    if w_decay > 0:
+        v = v - w_decay * w0
+    if w_bound > 0:
+        if v < 0.01:
+            v = 0.01
+        if v > w_bound - 0.01:
+            v = w_bound - 0.01
+    return v
 
 
 @njit(inline="always", **_JIT)
@@ -444,7 +461,6 @@ def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, 
             t1[j] += acc1[c, j]
         for j in range(acc2.shape[1]):
             t2[j] += acc2[c, j]
-    hi = w_bound - 0.01
     for a in range(kh):
         for b in range(kw):
             for i in range(Ci):
@@ -455,16 +471,7 @@ def _reduce_update(acc1, acc2, use1, use2, s1, s2, w_in, eta, w_decay, w_bound, 
                     if use2:
                         g += s2 * t2[((a * Ci + i) * kw + kw - 1 - b) * Co + o]
                     dw[a, b, i, o] = g
-                    w0 = np.float64(w_in[a, b, i, o])
-                    v = w0 + eta * g
-                    if w_decay > 0:
-                        v = v - w_decay * w0
-                    if w_bound > 0:
-                        if v < 0.01:
-                            v = 0.01
-                        if v > hi:
-                            v = hi
-                    w_out[a, b, i, o] = v
+                    w_out[a, b, i, o] = _evolved(np.float64(w_in[a, b, i, o]), g, eta, w_decay, w_bound)
 
 
 @njit(inline="always", **_JIT)
