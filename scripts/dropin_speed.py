@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from convstdp import environment
-from convstdp.conformance.cases import SPEC_WORKLOADS, STDP_PARAMS, parse_case
+from convstdp.conformance.cases import SPEC_WORKLOADS, STDP_PARAMS, make_inputs, parse_case
 from convstdp.present import fmt_num, fmt_time, table, write_json
 
 # The SPEC §8 workloads that fit ngc-learn's component (square maps and kernels, one stride) on a CPU.
@@ -36,18 +36,11 @@ STDP = STDP_PARAMS["sim"]  # what a simulation runs: every branch of the seed's 
 _ids = itertools.count()
 
 
-def _pool(wl, out_hw, size, seed):
-    rng = np.random.default_rng(seed)
-    density = wl.density
-    xs = (size, wl.batch, *wl.in_size, wl.ci)
-    ys = (size, wl.batch, *out_hw, wl.co)
-    return (
-        (rng.random(xs) < density).astype(np.float32),
-        (rng.random(xs) < density).astype(np.float32),
-        rng.random(xs).astype(np.float32),
-        (rng.random(ys) < density).astype(np.float32),
-        rng.random(ys).astype(np.float32),
-    )
+def _pool(wl, size, seed):
+    """``size`` steps of the workload's SPEC §8 inputs (conformance's own, one seed per step), stacked
+    along a leading axis, in the order of ``FIELDS`` (``inputs`` is the pre-spike array, as in the seed)."""
+    steps = [make_inputs(wl, seed + t) for t in range(size)]
+    return tuple(np.stack([s[k] for s in steps]) for k in ("x", "pre_spike", "pre_trace", "post_spike", "post_trace"))
 
 
 def _ngclearn_loop(cls, wl, steps, key):
@@ -79,7 +72,7 @@ def _ngclearn_loop(cls, wl, steps, key):
         out, _ = lax.scan(body, state, jax.numpy.arange(steps))
         return out
 
-    return loop, state, syn.weights.target, tuple(syn.out_shape[1:3])
+    return loop, state, syn.weights.target
 
 
 def _functional_loop(wl, steps, key):
@@ -90,7 +83,7 @@ def _functional_loop(wl, steps, key):
     from convstdp.synapses.ngclearn_dropin import TraceSTDPDeconvSynapse as DropIn
 
     # the same initial filters as the ngc-learn components (built by the drop-in for this key)
-    loop0, state0, wkey, out_hw = _ngclearn_loop(DropIn, wl, steps, key)
+    _, state0, wkey = _ngclearn_loop(DropIn, wl, steps, key)
     cfg = fn.SynapseConfig.make(
         (*wl.kernel, wl.ci, wl.co), wl.in_size, STDP["A_plus"], STDP["A_minus"], STDP["pretrace_target"],
         wl.stride, wl.padding, 1.0, STDP["w_bound"], STDP["w_decay"], wl.batch,
@@ -105,7 +98,7 @@ def _functional_loop(wl, steps, key):
         out, _ = lax.scan(body, state, jax.numpy.arange(steps))
         return out
 
-    return loop, state, "weights", out_hw
+    return loop, state, "weights"
 
 
 def measure(impl, wl_name, steps, samples, pool_size, seed=0):
@@ -114,14 +107,14 @@ def measure(impl, wl_name, steps, samples, pool_size, seed=0):
     wl = WORKLOADS[wl_name]
     key = jax.random.PRNGKey(seed)
     if impl == "convstdp-functional":
-        loop, state, wkey, out_hw = _functional_loop(wl, steps, key)
+        loop, state, wkey = _functional_loop(wl, steps, key)
     else:
         if impl == "ngclearn-original":
             from ngclearn.components.synapses.convolution.traceSTDPDeconvSynapse import TraceSTDPDeconvSynapse as cls
         else:
             from convstdp.synapses.ngclearn_dropin import TraceSTDPDeconvSynapse as cls
-        loop, state, wkey, out_hw = _ngclearn_loop(cls, wl, steps, key)
-    pool = tuple(jax.numpy.asarray(a) for a in _pool(wl, out_hw, pool_size, seed))
+        loop, state, wkey = _ngclearn_loop(cls, wl, steps, key)
+    pool = tuple(jax.numpy.asarray(a) for a in _pool(wl, pool_size, seed))
     t0 = time.perf_counter()
     compiled = jax.jit(loop).lower(state, pool).compile()
     compile_s = time.perf_counter() - t0
