@@ -86,8 +86,9 @@ def test_policy_table_and_declared_precision() -> None:
     assert tolerance.policy_for(np.float64).u == 2.0**-53
     assert tolerance.policy_for(np.float32, "bf16").u == 2.0**-8
     assert tolerance.policy_for(np.float32, "tf32").u == 2.0**-11
-    assert tolerance.policy_for(np.float64, "highest", unit_roundoff=2.0**-24).u == 2.0**-24  # e.g. float32 inside
-    assert tolerance.policy_for(np.float32, "highest", unit_roundoff=1e-20).u == 2.0**-24  # the coarsest wins
+    assert tolerance.policy_for(np.float64, "float32").u == 2.0**-24  # e.g. float32 inside
+    assert tolerance.policy_for(np.float64, "float32").tiny == np.finfo(np.float64).tiny
+    assert tolerance.policy_for(np.float32, "float64").u == 2.0**-24  # the coarsest wins
     with pytest.raises(ValueError, match="precision 'fp8'"):
         tolerance.policy_for(np.float32, "fp8")
 

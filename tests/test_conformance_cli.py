@@ -231,7 +231,7 @@ def test_isolate_records_a_hard_crash_and_goes_on(tmp_path, monkeypatch) -> None
         """
         )
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the child imports it
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned child gets this sys.path and imports it
     js = tmp_path / "iso.json"
     rc = main(
         [

@@ -16,51 +16,39 @@ from convstdp.progress import Progress
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
-    parser.add_argument(
+    add, names, flag = parser.add_argument, {"action": "append", "metavar": "NAME"}, {"action": "store_true"}
+    add(
         "--backend",
-        action="append",
-        metavar="NAME",
+        **names,
         help="backend to time (repeatable; any name get_backend takes, peers such as torch included); "
         "default: every available backend",
     )
-    parser.add_argument(
+    add(
         "--workload",
-        action="append",
-        metavar="NAME",
+        **names,
         help="workload name or glob, repeatable: "
         + ", ".join(w.name for w in SPEC_WORKLOADS)
         + ", 'batch-mid/density=1', 'step/base', 'deconv2d/batch-mid', 'step/*' ... (default: SPEC §8 "
         "without gpu-large on CPU, plus the sweeps)",
     )
-    parser.add_argument(
-        "--sweeps",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="include the scaling sweeps in the default workload set (default: yes)",
-    )
-    parser.add_argument(
+    sweeps_help = "include the scaling sweeps in the default workload set (default: yes)"
+    add("--sweeps", action=argparse.BooleanOptionalAction, default=True, help=sweeps_help)
+    add(
         "--peer",
-        action="append",
-        metavar="NAME",
+        **names,
         help="peer to time next to the backends (repeatable; any backend name): default every registered "
         "baseline (ngclearn, torch, reference) that is installed",
     )
-    parser.add_argument("--no-peers", action="store_true", help="time only the named backends")
-    parser.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.html and PNG plots here")
-    parser.add_argument(
-        "--quick", action="store_true", help="few, short samples (CI, tests): finishes in seconds on small workloads"
-    )
-    parser.add_argument(
-        "--budget",
-        type=positive(float),
-        metavar="S",
-        help="sampling seconds per runner and sweep workload (SPEC workloads get 5x)",
-    )
-    parser.add_argument("--repeats", type=positive(int), metavar="N", help="at most N samples per runner and workload")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    parser.add_argument("--no-plots", action="store_true", help="write no PNGs (and no images in report.html)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add("--no-peers", **flag, help="time only the named backends")
+    add("--out", metavar="DIR", help="write report.md, report.json, report.html and PNG plots here")
+    add("--quick", **flag, help="few, short samples (CI, tests): finishes in seconds on small workloads")
+    budget_help = "sampling seconds per runner and sweep workload (SPEC workloads get 5x)"
+    add("--budget", type=positive(float), metavar="S", help=budget_help)
+    add("--repeats", type=positive(int), metavar="N", help="at most N samples per runner and workload")
+    add("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    add("--no-memory", **flag, help="skip the peak-memory measurement")
+    add("--no-plots", **flag, help="write no PNGs (and no images in report.html)")
+    add("--no-progress", **flag, help="no progress bar")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -72,8 +60,7 @@ def _settings(args: argparse.Namespace) -> Any:
     if args.repeats is not None:
         st.max_repeats = max(1, args.repeats)
         st.min_repeats = min(st.min_repeats, st.max_repeats)
-    st.seed = args.seed
-    st.memory = not args.no_memory
+    st.seed, st.memory = args.seed, not args.no_memory
     return st
 
 
@@ -86,36 +73,33 @@ def _has_gpu() -> bool:
         return False
 
 
+def _fail(message: str, code: int = 2) -> int:
+    print(f"convstdp bench: {message}", file=sys.stderr)
+    return code
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark; print the summary; write the report when ``--out`` is given."""
     from convstdp.bench import report, suite
 
     why = args.out and unwritable(args.out, "--out", directory=True)
     if why:
-        print(f"convstdp bench: error: {why}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {why}")
     try:
         runners = suite.resolve_runners(args.backend, False if args.no_peers else (args.peer or True))
     except ValueError as err:
-        print(f"convstdp bench: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     if not any(r.available for r in runners):
-        print(
-            "convstdp bench: no runnable backend: " + "; ".join(f"{r.name}: {r.reason}" for r in runners),
-            file=sys.stderr,
-        )
-        return 1
+        return _fail("no runnable backend: " + "; ".join(f"{r.name}: {r.reason}" for r in runners), 1)
     try:
-        workloads = select(args.workload, sweeps=args.sweeps, gpu=_has_gpu())
+        workloads = select(args.workload, sweeps=args.sweeps, gpu=_has_gpu())  # after the backends: jax imported
     except ValueError as err:
-        print(f"convstdp bench: {err}", file=sys.stderr)
-        return 2
-    st = _settings(args)
+        return _fail(str(err))
     with Progress(len(workloads), "bench", False if args.no_progress else None, lines=True) as prog:
         result = suite.run(
             workloads,
             runners,
-            st,
+            _settings(args),
             quick_probe=args.quick,
             on_step=prog.describe,
             on_workload=lambda w: prog.advance(w.name),
@@ -124,5 +108,4 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         paths = report.write(result, args.out, plots=not args.no_plots)
         print(f"\nwrote {', '.join(str(p) for p in paths)}")
-    errors = [r for r in result["results"] if r["status"] == "error"]
-    return 1 if errors else 0
+    return 1 if any(r["status"] == "error" for r in result["results"]) else 0

@@ -18,8 +18,6 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-_KB = 1024
-
 
 def _status_kb(field: str) -> int | None:
     try:
@@ -42,12 +40,10 @@ def _reset_hwm() -> bool:
 def rss_peak_rise(fn: Callable[[], Any]) -> int | None:
     """Bytes the resident set rose to above its level before ``fn()``; ``None`` if unsupported."""
     before = _status_kb("VmRSS")
-    if before is None or not _reset_hwm():
-        fn()
-        return None
+    supported = before is not None and _reset_hwm()
     fn()
-    hwm = _status_kb("VmHWM")
-    return None if hwm is None else max(0, hwm - before) * _KB
+    hwm = _status_kb("VmHWM") if supported else None
+    return None if hwm is None else max(0, hwm - before) * 1024
 
 
 def traced_peak(fn: Callable[[], Any]) -> int:
@@ -66,15 +62,14 @@ def traced_peak(fn: Callable[[], Any]) -> int:
     return max(0, peak - base)
 
 
-def device_peak(devices: list[Any]) -> int | None:
-    """Largest ``peak_bytes_in_use`` over JAX accelerator devices, or ``None`` (CPU, no stats)."""
-    peaks = []
-    for d in devices:
-        if getattr(d, "platform", "cpu") == "cpu":
-            continue
-        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
-        if stats and "peak_bytes_in_use" in stats:
-            peaks.append(int(stats["peak_bytes_in_use"]))
+def device_peak(out: Any) -> int | None:
+    """Largest ``peak_bytes_in_use`` of the accelerators holding JAX result(s) ``out``; ``None`` on CPU."""
+    leaves = out if isinstance(out, tuple | list) else [out]
+    devices = {d for leaf in leaves if callable(getattr(leaf, "devices", None)) for d in leaf.devices()}
+    stats = [
+        d.memory_stats() or {} for d in devices if getattr(d, "platform", "cpu") != "cpu" and hasattr(d, "memory_stats")
+    ]
+    peaks = [int(s["peak_bytes_in_use"]) for s in stats if "peak_bytes_in_use" in s]
     return max(peaks) if peaks else None
 
 
@@ -84,6 +79,5 @@ def headline(mem: dict[str, Any] | None) -> tuple[int | None, str]:
         return None, ""
     if mem.get("device") is not None:
         return mem["device"], "device"
-    cands = [(mem.get("rss"), "rss"), (mem.get("traced"), "traced")]
-    cands = [(v, k) for v, k in cands if v is not None]
+    cands = [(v, k) for k in ("rss", "traced") if (v := mem.get(k)) is not None]
     return max(cands) if cands else (None, "")

@@ -11,6 +11,7 @@ from typing import Any
 
 from convstdp.bench.suite import baselines, sweep_families
 from convstdp.bench.workloads import SWEEP_DIMS
+from convstdp.present import fmt_time
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
@@ -22,6 +23,7 @@ _DIM_LABEL = {
     "density": "spike density",
 }
 DPI = 110
+_LEGEND_RIGHT = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
 
 
 def _plt() -> Any:
@@ -57,6 +59,7 @@ def _ok(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _measured_runners(result: dict[str, Any], workloads: list[str]) -> list[str]:
+    """Runners with a measurement on one of ``workloads`` at least."""
     ok = _ok(result)
     return [r["name"] for r in result["runners"] if any((w, r["name"]) in ok for w in workloads)]
 
@@ -67,85 +70,41 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _ms_formatter() -> Any:
+def _ms_axis(axis: Any) -> None:
+    """Tick labels of a millisecond axis in µs, ms or s."""
     from matplotlib.ticker import FuncFormatter
 
-    def f(v: float, _: Any) -> str:
-        if v <= 0:
-            return ""
-        if v >= 1000:
-            return f"{v / 1000:g} s"
-        if v >= 1:
-            return f"{v:g} ms"
-        return f"{v * 1000:g} µs"
-
-    return FuncFormatter(f)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt_time(v / 1e3) if v > 0 else ""))
 
 
-def _short_ms(v: float) -> str:
-    """Milliseconds → a 3-significant-digit label in µs, ms or s."""
-    if v >= 1000:
-        return f"{v / 1000:.3g} s"
-    if v >= 1:
-        return f"{v:.3g} ms"
-    return f"{v * 1000:.3g} µs"
+def _bars(ax: Any, series: list[tuple[list[tuple[int, float, str, float]], dict]], horizontal: bool = False, **text):
+    """Grouped bars, group ``i`` centred on ``i``, one bar per series in each group, each bar labelled.
+
+    ``series``: ``(points, bar keyword arguments)``; a point is ``(group, value, label, where the label
+    goes along the value axis)``.
+    """
+    width = 0.8 / len(series)
+    for j, (points, kw) in enumerate(series):
+        pos = [i - 0.4 + width * (j + 0.5) for i, *_ in points]
+        vals = [v for _, v, _, _ in points]
+        bars = ax.barh(pos, vals, width * 0.9, **kw) if horizontal else ax.bar(pos, vals, width * 0.92, **kw)
+        for b, (_, _, label, at) in zip(bars, points, strict=True):
+            if horizontal:
+                xy, off, align = (at, b.get_y() + b.get_height() / 2), (3, 0), {"va": "center"}
+            else:
+                xy, off, align = (b.get_x() + b.get_width() / 2, at), (0, 3), {"ha": "center", "va": "bottom"}
+            ax.annotate(label, xy, xytext=off, textcoords="offset points", fontsize=8, **align, **text)
 
 
-def _pct(v: float) -> str:
-    return f"{v:.0f}%" if v >= 10 else f"{v:.2g}%"
-
-
-def time_by_workload(result: dict[str, Any], out: Path) -> Path | None:
-    """Grouped bars: median time per step for each SPEC workload, one bar per runner, log scale."""
-    spec = [w["name"] for w in result["workloads"] if w["group"] == "spec"]
-    runners = _measured_runners(result, spec)
-    if not spec or not runners:
-        return None
-    plt, ok, style = _plt(), _ok(result), _style(result)
-    fig, ax = plt.subplots(figsize=(max(7.0, 2.2 * len(spec) + 2), 5.2))
-    width = 0.8 / len(runners)
-    for j, name in enumerate(runners):
-        xs, ys, lo, hi = [], [], [], []
-        for i, w in enumerate(spec):
-            r = ok.get((w, name))
-            if r is None:
-                continue
-            s = r["stats"]
-            xs.append(i - 0.4 + width * (j + 0.5))
-            ys.append(s["median"] * 1e3)
-            lo.append((s["median"] - s["q1"]) * 1e3)
-            hi.append((s["q3"] - s["median"]) * 1e3)
-        bars = ax.bar(
-            xs,
-            ys,
-            width * 0.92,
-            color=style[name][0],
-            label=name,
-            yerr=[lo, hi],
-            capsize=3,
-            error_kw={"elinewidth": 1, "ecolor": "#333"},
-        )
-        for b, v, up in zip(bars, ys, hi, strict=True):
-            ax.annotate(
-                _short_ms(v),
-                (b.get_x() + b.get_width() / 2, v + up),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                rotation=90,
-            )
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_ms_formatter())
-    ax.set_xticks(range(len(spec)))
-    ax.set_xticklabels([_spec_label(result, w) for w in spec])
-    ax.set_ylabel("median time per STDP step (log scale)")
-    ax.set_title("Time per STDP step by workload (lower is better)")
-    ax.margins(y=0.3)
-    ax.legend(title="runner", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+def _spec_axes(
+    ax: Any, result: dict[str, Any], spec: list[str], ylabel: str, title: str, margin: float, legend: str | None = None
+):
+    """The log-scale, one-group-per-SPEC-workload axes of the vertical bar charts."""
+    ax.set(yscale="log", ylabel=ylabel, title=title)
+    ax.set_xticks(range(len(spec)), [_spec_label(result, w) for w in spec])
+    ax.margins(y=margin)
+    ax.legend(title=legend, **_LEGEND_RIGHT)
     ax.grid(axis="x", visible=False)
-    return _save(fig, out / "time_by_workload.png")
 
 
 def _spec_label(result: dict[str, Any], name: str) -> str:
@@ -154,140 +113,116 @@ def _spec_label(result: dict[str, Any], name: str) -> str:
     return f"{name}\n{c[5][1:]}×{c[3][1:]} {c[4][1:].replace('to', '→')} {c[2]} {c[0]}"
 
 
+def _spec(result: dict[str, Any]) -> list[str]:
+    return [w["name"] for w in result["workloads"] if w["group"] == "spec"]
+
+
+def time_by_workload(result: dict[str, Any], out: Path) -> Path | None:
+    """Grouped bars: median time per step for each SPEC workload, one bar per runner, log scale."""
+    spec, ok, style = _spec(result), _ok(result), _style(result)
+    runners = _measured_runners(result, spec)
+    if not spec or not runners:
+        return None
+    series = []
+    for name in runners:
+        stats = [(i, ok[(w, name)]["stats"]) for i, w in enumerate(spec) if (w, name) in ok]
+        lo = [(s["median"] - s["q1"]) * 1e3 for _, s in stats]
+        hi = {i: (s["q3"] - s["median"]) * 1e3 for i, s in stats}
+        points = [(i, s["median"] * 1e3, fmt_time(s["median"]), s["median"] * 1e3 + hi[i]) for i, s in stats]
+        err = {"yerr": [lo, list(hi.values())], "capsize": 3, "error_kw": {"elinewidth": 1, "ecolor": "#333"}}
+        series.append((points, {"color": style[name][0], "label": name, **err}))
+    fig, ax = _plt().subplots(figsize=(max(7.0, 2.2 * len(spec) + 2), 5.2))
+    _bars(ax, series, rotation=90)
+    title = "Time per STDP step by workload (lower is better)"
+    _spec_axes(ax, result, spec, "median time per STDP step (log scale)", title, 0.3, "runner")
+    _ms_axis(ax.yaxis)  # after the log scale, which resets the formatter
+    return _save(fig, out / "time_by_workload.png")
+
+
 def speedup(result: dict[str, Any], out: Path) -> Path | None:
     """Speedup of each non-baseline runner over each baseline, per SPEC workload (log scale)."""
-    spec = [w["name"] for w in result["workloads"] if w["group"] == "spec"]
-    ok = _ok(result)
-    peers = baselines(result)
+    spec, ok, style, peers = _spec(result), _ok(result), _style(result), baselines(result)
     fast = [n for n in _measured_runners(result, spec) if n not in peers]
     bases = [b for b in peers if any((w, b) in ok for w in spec)]
     pairs = [(f, b) for f in fast for b in bases]
     if not spec or not pairs:
         return None
-    plt, style = _plt(), _style(result)
-    fig, ax = plt.subplots(figsize=(max(7.0, 2.2 * len(spec) + 2), 5.0))
-    width = 0.8 / len(pairs)
-    hatches = ["", "//", "..", "xx"]
-    for j, (f, b) in enumerate(pairs):
-        xs, ys = [], []
-        for i, w in enumerate(spec):
-            r = ok.get((w, f))
-            if r and b in r["speedup"]:
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(r["speedup"][b])
-        bars = ax.bar(
-            xs,
-            ys,
-            width * 0.92,
-            color=style[f][0],
-            hatch=hatches[bases.index(b) % len(hatches)],
-            edgecolor="white",
-            label=f"{f} vs {b}",
-        )
-        for bar, v in zip(bars, ys, strict=True):
-            ax.annotate(
-                f"{v:.3g}×",
-                (bar.get_x() + bar.get_width() / 2, v),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                rotation=90 if len(pairs) > 3 else 0,
-            )
+    series = []
+    for f, b in pairs:
+        ups = [(i, r["speedup"][b]) for i, w in enumerate(spec) if (r := ok.get((w, f))) and b in r["speedup"]]
+        hatch = ["", "//", "..", "xx"][bases.index(b) % 4]
+        kw = {"color": style[f][0], "hatch": hatch, "edgecolor": "white", "label": f"{f} vs {b}"}
+        series.append(([(i, v, f"{v:.3g}×", v) for i, v in ups], kw))
+    fig, ax = _plt().subplots(figsize=(max(7.0, 2.2 * len(spec) + 2), 5.0))
+    _bars(ax, series, rotation=90 if len(pairs) > 3 else 0)
     ax.axhline(1.0, color="#333", lw=1, ls="--")
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(spec)))
-    ax.set_xticklabels([_spec_label(result, w) for w in spec])
-    ax.set_ylabel("speedup (baseline time / backend time, log)")
-    ax.set_title("Speedup per STDP step over each baseline (higher is better; dashed line = parity)")
-    ax.margins(y=0.3 if len(pairs) > 3 else 0.2)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(axis="x", visible=False)
+    title = "Speedup per STDP step over each baseline (higher is better; dashed line = parity)"
+    ylabel = "speedup (baseline time / backend time, log)"
+    _spec_axes(ax, result, spec, ylabel, title, 0.3 if len(pairs) > 3 else 0.2)
     return _save(fig, out / "speedup.png")
 
 
 def achieved_vs_peak(result: dict[str, Any], out: Path) -> Path | None:
     """Horizontal bars of GFLOP/s per runner for SPEC workloads and sweep base points, against the peak."""
-    ws = [w for w in result["workloads"] if w["group"] == "spec" or w["name"].endswith("/base")]
-    ok = _ok(result)
-    names = [w["name"] for w in ws]
+    names = [w["name"] for w in result["workloads"] if w["group"] == "spec" or w["name"].endswith("/base")]
+    ok, style = _ok(result), _style(result)
     runners = _measured_runners(result, names)
     peak = result["peak"].get("cpu_peak_gflops")
-    if not ws or not runners:
+    if not names or not runners:
         return None
-    plt, style = _plt(), _style(result)
-    fig, ax = plt.subplots(figsize=(9.5, 0.32 * len(ws) * len(runners) + 2.0))
-    h = 0.8 / len(runners)
-    best = 0.0
-    for j, name in enumerate(runners):
-        ys, vs = [], []
-        for i, w in enumerate(names):
-            r = ok.get((w, name))
-            if r and r["gflops"]:
-                ys.append(i - 0.4 + h * (j + 0.5))
-                vs.append(r["gflops"])
-        best = max([best, *vs])
-        bars = ax.barh(ys, vs, h * 0.9, color=style[name][0], label=name)
-        for b, v in zip(bars, vs, strict=True):
-            pct = f" ({_pct(100 * v / peak)})" if peak else ""
-            ax.annotate(
-                f"{v:.3g}{pct}",
-                (v, b.get_y() + b.get_height() / 2),
-                xytext=(3, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-            )
+    series = []
+    for name in runners:
+        vs = [(i, r["gflops"]) for i, w in enumerate(names) if (r := ok.get((w, name))) and r["gflops"]]
+        points = [(i, v, f"{v:.3g}" + (f" ({_pct(100 * v / peak)})" if peak else ""), v) for i, v in vs]
+        series.append((points, {"color": style[name][0], "label": name}))
+    best = max([0.0, *(v for points, _ in series for _, v, _, _ in points)])
+    title = "Achieved throughput against the machine's measured peak"
+    fig, ax = _plt().subplots(figsize=(9.5, 0.32 * len(names) * len(runners) + 2.0))
+    _bars(ax, series, horizontal=True)
     if peak:
         ax.axvline(peak, color="#000", lw=1.5, ls="--", label=f"float32 GEMM peak {peak:.4g} GFLOP/s")
     ax.set_xscale("log")
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names)
+    ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("achieved GFLOP/s (log scale; label: GFLOP/s and % of peak)")
-    ax.set_title("Achieved throughput against the machine's measured peak")
+    ax.set(xlabel="achieved GFLOP/s (log scale; label: GFLOP/s and % of peak)", title=title)
     ax.set_xlim(right=max(best, peak or 0) * 4)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    ax.legend(fontsize=9, **_LEGEND_RIGHT)
     ax.grid(axis="y", visible=False)
     return _save(fig, out / "achieved_vs_peak.png")
 
 
+def _pct(v: float) -> str:
+    return f"{v:.0f}%" if v >= 10 else f"{v:.2g}%"
+
+
+def _sweep_column(axes: Any, dim: str, ws: list[dict[str, Any]], ok: dict, runners: list[str], style: dict) -> None:
+    """Time per call (top) and GFLOP/s (bottom) of every runner along sweep dimension ``dim``, log-log."""
+    pts = sorted((v, w["name"]) for w in ws for d, v in w["sweeps"] if d == dim)
+    for name in runners:
+        rs = [(v, ok[(wn, name)]) for v, wn in pts if (wn, name) in ok]
+        xs = [v for v, _ in rs]
+        line = {"color": style[name][0], "marker": style[name][1], "label": name, "lw": 1.8, "ms": 6}
+        axes[0].plot(xs, [r["stats"]["median"] * 1e3 for _, r in rs], **line)
+        axes[1].plot(xs, [r["gflops"] for _, r in rs], **line)
+    for ax in axes:
+        ax.set(xscale="log", yscale="log")
+        ax.set_xticks([v for v, _ in pts], [f"{v:g}" for v, _ in pts])
+        ax.minorticks_off()
+    _ms_axis(axes[0].yaxis)
+    axes[0].set_title(_DIM_LABEL[dim])
+    axes[1].set_xlabel(_DIM_LABEL[dim])
+
+
 def scaling(result: dict[str, Any], fam: str, ws: list[dict[str, Any]], out: Path) -> Path | None:
     """Top row: time per call vs each swept dimension (log-log); bottom row: GFLOP/s."""
-    if not ws:
-        return None
-    ok = _ok(result)
     runners = _measured_runners(result, [w["name"] for w in ws])
     dims = [d for d in SWEEP_DIMS if any(dd == d for w in ws for dd, _ in w["sweeps"])]
-    if not runners or not dims:
+    if not ws or not runners or not dims:
         return None
-    plt, style = _plt(), _style(result)
-    fig, axes = plt.subplots(2, len(dims), figsize=(max(7.0, 3.3 * len(dims) + 1), 7.2), squeeze=False, sharex="col")
+    fig, axes = _plt().subplots(2, len(dims), figsize=(max(7.0, 3.3 * len(dims) + 1), 7.2), squeeze=False, sharex="col")
+    ok, style = _ok(result), _style(result)
     for c, dim in enumerate(dims):
-        pts = sorted(((v, w["name"]) for w in ws for d, v in w["sweeps"] if d == dim))
-        for name in runners:
-            xs, ts, gs = [], [], []
-            for v, wn in pts:
-                r = ok.get((wn, name))
-                if r:
-                    xs.append(v)
-                    ts.append(r["stats"]["median"] * 1e3)
-                    gs.append(r["gflops"])
-            color, marker = style[name]
-            axes[0, c].plot(xs, ts, marker=marker, color=color, label=name, lw=1.8, ms=6)
-            axes[1, c].plot(xs, gs, marker=marker, color=color, label=name, lw=1.8, ms=6)
-        for row in (0, 1):
-            ax = axes[row, c]
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            vals = [v for v, _ in pts]
-            ax.set_xticks(vals)
-            ax.set_xticklabels([f"{v:g}" for v in vals])
-            ax.minorticks_off()
-        axes[0, c].yaxis.set_major_formatter(_ms_formatter())
-        axes[0, c].set_title(_DIM_LABEL[dim])
-        axes[1, c].set_xlabel(_DIM_LABEL[dim])
+        _sweep_column(axes[:, c], dim, ws, ok, runners, style)
     axes[0, 0].set_ylabel("median time per call")
     axes[1, 0].set_ylabel("GFLOP/s")
     peak = result["peak"].get("cpu_peak_gflops")

@@ -9,35 +9,27 @@ figure for GPU runs): a practical peak for dense float32 work, not the datasheet
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from convstdp.bench.timing import per_call
 
-def _best_rate(fn: Callable[[], Any], n: int, repeats: int, min_s: float) -> tuple[float, float]:
-    """Best GFLOP/s (and its time per matmul) of ``fn`` over ``repeats`` samples of ≥ ``min_s``."""
-    fn()  # warm-up (and compile)
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-9)
-    inner = max(1, int(min_s / one))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-    return 2 * n**3 / best / 1e9, best
+
+def _probe(name: str, device: str, n: int, matmul: Callable[[], Any], repeats: int, min_s: float, **extra) -> dict:
+    """Best GFLOP/s (and its time per matmul) of ``matmul`` over ``repeats`` samples of ≥ ``min_s``."""
+    matmul()  # warm-up (and compile)
+    inner = max(1, int(min_s / max(per_call(matmul, 1), 1e-9)))
+    best = min(per_call(matmul, inner) for _ in range(repeats))
+    return {"name": name, "device": device, "n": n, "gflops": 2 * n**3 / best / 1e9, "seconds": best, **extra}
 
 
 def numpy_gemm(n: int = 1024, repeats: int = 5, min_s: float = 0.05) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
     c = np.empty((n, n), np.float32)
-    gf, t = _best_rate(lambda: np.matmul(a, b, out=c), n, repeats, min_s)
-    return {"name": "numpy", "device": "cpu", "n": n, "gflops": gf, "seconds": t}
+    return _probe("numpy", "cpu", n, lambda: np.matmul(a, b, out=c), repeats, min_s)
 
 
 def torch_gemm(n: int = 1024, repeats: int = 5, min_s: float = 0.05) -> dict[str, Any]:
@@ -46,34 +38,32 @@ def torch_gemm(n: int = 1024, repeats: int = 5, min_s: float = 0.05) -> dict[str
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand((n, n), generator=g), torch.rand((n, n), generator=g)
     c = torch.empty((n, n))
-    gf, t = _best_rate(lambda: torch.matmul(a, b, out=c), n, repeats, min_s)
-    return {"name": "torch", "device": "cpu", "n": n, "gflops": gf, "seconds": t, "threads": torch.get_num_threads()}
+    return _probe("torch", "cpu", n, lambda: torch.matmul(a, b, out=c), repeats, min_s, threads=torch.get_num_threads())
 
 
 def jax_gemm(device: Any, n: int = 4096, repeats: int = 5, min_s: float = 0.05) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    a = jax.device_put(jnp.asarray(np.random.default_rng(0).random((n, n), np.float32)), device)
-    b = jax.device_put(jnp.asarray(np.random.default_rng(1).random((n, n), np.float32)), device)
+    a, b = (jax.device_put(jnp.asarray(np.random.default_rng(s).random((n, n), np.float32)), device) for s in (0, 1))
     mm = jax.jit(lambda u, v: jnp.matmul(u, v, precision=jax.lax.Precision.HIGHEST))
-    gf, t = _best_rate(lambda: mm(a, b).block_until_ready(), n, repeats, min_s)
-    return {
-        "name": "jax",
-        "device": f"{device.platform}:{device}",
-        "n": n,
-        "gflops": gf,
-        "seconds": t,
-        "precision": "HIGHEST",
-    }
+    call = lambda: mm(a, b).block_until_ready()
+    return _probe("jax", f"{device.platform}:{device}", n, call, repeats, min_s, precision="HIGHEST")
+
+
+def _peaks(probes: list[dict[str, Any]], skipped: dict[str, str], **extra) -> dict[str, Any]:
+    """``{"probes", "skipped", "cpu_peak_gflops", "gpu_peak_gflops"}``: the best CPU and accelerator rates."""
+    cpu = [p["gflops"] for p in probes if p["device"] == "cpu"]
+    gpu = [p["gflops"] for p in probes if p["device"] != "cpu"]
+    peaks = {"cpu_peak_gflops": max(cpu) if cpu else None, "gpu_peak_gflops": max(gpu) if gpu else None}
+    return {"probes": probes, "skipped": skipped, **peaks, **extra}
 
 
 def run_probes(quick: bool = False, with_torch: bool = True, with_jax: bool = True) -> dict[str, Any]:
     """Every probe that can run here; ``{"probes": [...], "cpu_peak_gflops", "gpu_peak_gflops"}``."""
     n_cpu, reps, min_s = (256, 3, 0.01) if quick else (1024, 5, 0.1)
-    probes: list[dict[str, Any]] = []
+    probes = [numpy_gemm(n_cpu, reps, min_s)]
     skipped: dict[str, str] = {}
-    probes.append(numpy_gemm(n_cpu, reps, min_s))
     if with_torch:
         try:
             probes.append(torch_gemm(n_cpu, reps, min_s))
@@ -84,20 +74,13 @@ def run_probes(quick: bool = False, with_torch: bool = True, with_jax: bool = Tr
             import jax
 
             for dev in jax.devices():
-                if dev.platform != "cpu":
+                if dev.platform != "cpu":  # appended one by one: a later device failing keeps the earlier
                     probes.append(jax_gemm(dev, 1024 if quick else 8192, reps, min_s))
         except ImportError as err:
             skipped["jax"] = f"not installed ({err})"
         except Exception as err:  # a broken accelerator is reported, not fatal
             skipped["jax"] = f"{type(err).__name__}: {err}"
-    cpu = [p["gflops"] for p in probes if p["device"] == "cpu"]
-    gpu = [p["gflops"] for p in probes if p["device"] != "cpu"]
-    return {
-        "probes": probes,
-        "skipped": skipped,
-        "cpu_peak_gflops": max(cpu) if cpu else None,
-        "gpu_peak_gflops": max(gpu) if gpu else None,
-    }
+    return _peaks(probes, skipped)
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -110,13 +93,4 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         key = (p["name"], p["device"])
         if key not in best or p["gflops"] > best[key]["gflops"]:
             best[key] = p
-    probes = list(best.values())
-    cpu = [p["gflops"] for p in probes if p["device"] == "cpu"]
-    gpu = [p["gflops"] for p in probes if p["device"] != "cpu"]
-    return {
-        "probes": probes,
-        "skipped": {**a.get("skipped", {}), **b.get("skipped", {})},
-        "cpu_peak_gflops": max(cpu) if cpu else None,
-        "gpu_peak_gflops": max(gpu) if gpu else None,
-        "runs": 2,
-    }
+    return _peaks(list(best.values()), {**a.get("skipped", {}), **b.get("skipped", {})}, runs=2)

@@ -15,6 +15,7 @@ from convstdp import backends as _backends
 from convstdp import environment as env
 from convstdp.bench import probe, verify
 from convstdp.bench.timing import Measurement, Runner, Settings, bench_workload
+from convstdp.bench.verify import Check
 from convstdp.bench.workloads import Workload
 
 SCHEMA = "convstdp-bench/1"
@@ -50,9 +51,8 @@ def resolve_runners(backend_names: Sequence[str] | None = None, peers: bool | Se
         names += [n for n in _backends.registered_backends() if _backends.is_baseline(n)]
     else:
         names += list(peers or [])
-    runners = {name: _runner(name) for name in dict.fromkeys(names)}
-    order = lambda r: (r.name == "reference", r.kind == "peer")  # noqa: E731
-    return sorted(runners.values(), key=order)
+    runners = [_runner(name) for name in dict.fromkeys(names)]
+    return sorted(runners, key=lambda r: (r.name == "reference", r.kind == "peer"))
 
 
 def baselines(result: dict[str, Any]) -> list[str]:
@@ -74,22 +74,31 @@ def sweep_families(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def runner_info(r: Runner) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "name": r.name,
-        "kind": r.kind,
-        "available": r.available,
-        "reason": r.reason,
-        "source": r.source,
-    }
+    d = {k: getattr(r, k) for k in ("name", "kind", "available", "reason", "source")}
     if r.available:
         d.update(version=r.backend.version, devices=r.backend.devices(), precision=r.backend.precision)
     return d
 
 
-def _speedups(ms: list[Measurement]) -> dict[str, dict[str, float]]:
-    """``{runner: {other: median_other / median_runner}}`` among the runners that measured."""
+def _verify(runners: list[Runner], workloads: list[Workload], seed: int, say: Callable) -> dict[str, dict[str, Check]]:
+    """``{runner: {workload: check}}`` for every available runner but the reference (the oracle)."""
+    checks = {}
+    for r in runners:
+        if r.available and r.name != "reference":
+            say(f"checking {r.name} against the reference")
+            checks[r.name] = verify.check_runner(r.backend, workloads, seed)
+    return checks
+
+
+def _time(w: Workload, runners: list[Runner], checks: dict, st: Settings, on_step: Callable | None) -> list[dict]:
+    """``w`` timed on every runner that agrees with the reference, as result rows with their speedups."""
+    failed = {r.name: c for r in runners if (c := checks.get(r.name, {}).get(w.name)) and not c.ok}
+    ms = bench_workload([r for r in runners if r.name not in failed], w, st, on_step)
+    why = "disagrees with the reference: "
+    ms += [Measurement(n, w.name, "error", why + c.detail, flops=w.flops) for n, c in failed.items()]
     med = {m.runner: m.median for m in ms if m.ok}
-    return {a: {b: tb / ta for b, tb in med.items() if b != a} for a, ta in med.items()}
+    speedups = {a: {b: tb / ta for b, tb in med.items() if b != a} for a, ta in med.items()}
+    return [{**m.as_dict(), "speedup": speedups.get(m.runner, {})} for m in ms]
 
 
 def run(
@@ -103,49 +112,26 @@ def run(
 ) -> dict[str, Any]:
     """Verify, probe and time; returns the report dict (``report.json``'s schema)."""
     t_start = time.perf_counter()
-    checks: dict[str, dict[str, verify.Check]] = {}
-    for r in runners:
-        if r.available and r.name != "reference":
-            if on_step:
-                on_step(f"checking {r.name} against the reference")
-            checks[r.name] = verify.check_runner(r.backend, workloads, settings.seed)
-    if on_step:
-        on_step("probing the float32 GEMM peak")
+    say = on_step or (lambda _: None)
+    checks = _verify(runners, workloads, settings.seed, say)
+    say("probing the float32 GEMM peak")
     names = {r.name for r in runners if r.available}
-    probe_kw = dict(
-        quick=quick_probe, with_torch="torch" in names, with_jax=any(n in names for n in ("jax", "ngclearn"))
-    )
+    probe_kw = dict(quick=quick_probe, with_torch="torch" in names, with_jax=bool(names & {"jax", "ngclearn"}))
     load_start = env.load_average()
     peak = probe.run_probes(**probe_kw)
-    results: list[dict[str, Any]] = []
+    results = []
     for w in workloads:
-        timed = [r for r in runners if not _failed(checks, r, w)]
-        ms = bench_workload(timed, w, settings, on_step)
-        for r in runners:
-            if _failed(checks, r, w):
-                c = checks[r.name].get(w.name)
-                ms.append(
-                    Measurement(r.name, w.name, "error", f"disagrees with the reference: {c.detail}", flops=w.flops)
-                )
-        sp = _speedups(ms)
-        for m in ms:
-            d = m.as_dict()
-            d["speedup"] = sp.get(m.runner, {})
-            results.append(d)
+        results += _time(w, runners, checks, settings, say)
         if on_workload:
             on_workload(w)
-    if on_step:
-        on_step("probing the float32 GEMM peak again")
+    say("probing the float32 GEMM peak again")
     peak = probe.merge(peak, probe.run_probes(**probe_kw))  # the better of before and after the timings
     for d in results:
-        peak_gf = _peak_for(peak, runners, d["runner"])
-        d["peak_gflops"] = peak_gf
+        d["peak_gflops"] = peak_gf = _peak_for(peak, runners, d["runner"])
         d["pct_peak"] = 100 * d["gflops"] / peak_gf if d["gflops"] and peak_gf else None
-    environment = env.collect()
-    environment["load_average_start"] = load_start
     return {
         "schema": SCHEMA,
-        "environment": environment,
+        "environment": {**env.collect(), "load_average_start": load_start},
         "settings": asdict(settings),
         "peak": peak,
         "runners": [runner_info(r) for r in runners],
@@ -154,11 +140,6 @@ def run(
         "results": results,
         "duration_s": time.perf_counter() - t_start,
     }
-
-
-def _failed(checks: dict[str, dict[str, verify.Check]], r: Runner, w: Workload) -> bool:
-    c = checks.get(r.name, {}).get(w.name)
-    return c is not None and not c.ok
 
 
 def _peak_for(peak: dict[str, Any], runners: list[Runner], name: str) -> float | None:

@@ -44,18 +44,9 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(
-            min_sample_s=0.0005,
-            warmup_s=0.0,
-            min_repeats=3,
-            max_repeats=3,
-            budget_s=0.0,
-            spec_budget_s=0.0,
-            slow_s=0.25,
-        )
-
-    def budget_for(self, w: Workload) -> float:
-        return self.spec_budget_s if w.group == "spec" else self.budget_s
+        st = cls(min_sample_s=0.0005, warmup_s=0.0, min_repeats=3, max_repeats=3, slow_s=0.25)
+        st.budget_s = st.spec_budget_s = 0.0
+        return st
 
 
 @dataclass
@@ -71,6 +62,9 @@ class Runner:
     @property
     def available(self) -> bool:
         return self.backend is not None
+
+
+_STATS = ("median", "q1", "q3", "iqr", "min", "max", "mean", "compile_s")
 
 
 @dataclass
@@ -98,19 +92,12 @@ class Measurement:
     def stats(self) -> dict[str, float | None]:
         """median, q1, q3, iqr, min, max, mean over samples (s/call); compile = first - median."""
         if not self.samples:
-            return dict.fromkeys(("median", "q1", "q3", "iqr", "min", "max", "mean", "compile_s"))
+            return dict.fromkeys(_STATS)
         s = np.asarray(self.samples)
         q1, med, q3 = (float(v) for v in np.percentile(s, [25, 50, 75]))
         comp = None if self.first_call_s is None else max(0.0, self.first_call_s - med)
         return dict(
-            median=med,
-            q1=q1,
-            q3=q3,
-            iqr=q3 - q1,
-            min=float(s.min()),
-            max=float(s.max()),
-            mean=float(s.mean()),
-            compile_s=comp,
+            zip(_STATS, (med, q1, q3, q3 - q1, float(s.min()), float(s.max()), float(s.mean()), comp), strict=True)
         )
 
     @property
@@ -123,10 +110,7 @@ class Measurement:
         return self.flops / med / 1e9 if med else None
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stats"] = self.stats()
-        d["gflops"] = self.gflops
-        return d
+        return {**asdict(self), "stats": self.stats(), "gflops": self.gflops}
 
 
 # ----------------------------------------------------------------------------- jax helpers
@@ -158,24 +142,14 @@ def to_device(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def jax_devices(out: Any) -> list[Any]:
-    """Devices holding a JAX result (for memory stats)."""
-    leaves = out if isinstance(out, tuple | list) else [out]
-    devs = []
-    for leaf in leaves:
-        ds = getattr(leaf, "devices", None)
-        if callable(ds):
-            devs.extend(d for d in ds() if d not in devs)
-    return devs
-
-
 # ----------------------------------------------------------------------------- one workload
 
 
+@dataclass
 class _Prepared:
-    def __init__(self, runner: Runner, m: Measurement, fn: Callable[[], Any], per_call: float) -> None:
-        self.runner, self.m, self.fn, self.per_call = runner, m, fn, per_call
-        self.spent = 0.0
+    m: Measurement
+    fn: Callable[[], Any]
+    spent: float = 0.0  # seconds spent sampling
 
 
 def _error(runner: Runner, w: Workload, err: BaseException) -> Measurement:
@@ -194,117 +168,113 @@ def native_call(be: Any, w: Workload, inputs: dict[str, Any]) -> Callable[[], An
     the call on the converted data (see :mod:`convstdp.fast.torch`). Otherwise the call goes through
     the :class:`convstdp.Backend` interface, validation included: that is what a user calls.
     """
-    native = getattr(be.impl, "native", None)
-    if callable(native):
-        run = native(w.op, inputs, w.case.geometry(), geometry.check_stdp_params(**w.case.params))
-        if run is not None:
-            return lambda: block(run())
+    run = native_run(be, w, inputs)
+    if run is not None:
+        return lambda: block(run())
     call, case = w.operator.call, w.case
     return lambda: block(call(be, case, inputs))
 
 
-def _timed(fn: Callable[[], Any], n: int) -> float:
+def native_run(be: Any, w: Workload, inputs: dict[str, Any], **kw: Any) -> Callable[[], Any] | None:
+    """``be.impl.native``'s call of ``w`` on ``inputs`` (converted once, here), or ``None`` if it has none."""
+    native = getattr(be.impl, "native", None)
+    if not callable(native):
+        return None
+    return native(w.op, inputs, w.case.geometry(), geometry.check_stdp_params(**w.case.params), **kw)
+
+
+def per_call(fn: Callable[[], Any], n: int) -> float:
+    """Seconds per call of ``n`` calls of ``fn`` in a row."""
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
     return (time.perf_counter() - t0) / n
 
 
+def _first_call(be: Any, w: Workload, inputs: dict[str, np.ndarray], m: Measurement) -> tuple[Callable[[], Any], Any]:
+    """The call to time and the first call's outputs; the first call is timed whole (a JIT compile included).
+
+    When the outputs are ``jax.Array`` the call is rebuilt on device copies of the inputs.
+    """
+    t0 = time.perf_counter()
+    fn = native_call(be, w, inputs)
+    out = fn()
+    m.first_call_s = time.perf_counter() - t0
+    if is_device_array(out):
+        fn = native_call(be, w, to_device(inputs))
+        m.device_inputs = True
+        fn()  # untimed: whatever device-resident inputs change (a retrace) happens here
+    return fn, out
+
+
 def _prepare(runner: Runner, w: Workload, inputs: dict[str, np.ndarray], st: Settings) -> _Prepared | Measurement:
+    """First call, warm-up (the first steady call's memory measured), inner loop sized to ``st.min_sample_s``."""
     m = Measurement(runner.name, w.name, "ok", flops=w.flops)
     try:
-        t0 = time.perf_counter()
-        fn = native_call(runner.backend, w, inputs)
-        out = fn()
-        m.first_call_s = time.perf_counter() - t0
-        if is_device_array(out):
-            fn = native_call(runner.backend, w, to_device(inputs))
-            m.device_inputs = True
-            fn()  # untimed: whatever device-resident inputs change (a retrace) happens here
-        t_warm = 0.0
-
-        def warm() -> None:
-            nonlocal t_warm
-            t_warm = _timed(fn, 1)
-
-        rss = None
-        if st.memory:
-            rss = memory.rss_peak_rise(warm)  # the first steady call: timed, and its memory measured
-        else:
-            warm()
-        m.warmup_calls, m.warmup_s, best = 1, t_warm, t_warm
-        if t_warm > st.slow_s:  # e.g. the reference on a big map: one sample is all it gets
-            m.capped, m.inner, m.samples = True, 1, [t_warm]
-            m.reason = f"capped: one call takes {t_warm:.2f} s > {st.slow_s:g} s, sampled once"
+        fn, out = _first_call(runner.backend, w, inputs, m)
+        times: list[float] = []
+        steady = lambda: times.append(per_call(fn, 1))
+        rss = memory.rss_peak_rise(steady) if st.memory else steady()
+        m.warmup_calls, m.warmup_s = 1, times[0]
+        if times[0] > st.slow_s:  # e.g. the reference on a big map: one sample is all it gets
+            m.capped, m.inner, m.samples = True, 1, times[:1]
+            m.reason = f"capped: one call takes {times[0]:.2f} s > {st.slow_s:g} s, sampled once"
         else:
             while m.warmup_s < st.warmup_s:
-                t = _timed(fn, 1)
+                steady()
                 m.warmup_calls += 1
-                m.warmup_s += t
-                best = min(best, t)
-            m.inner = max(1, min(100_000, math.ceil(st.min_sample_s / max(best, 1e-9))))
+                m.warmup_s += times[-1]
+            m.inner = max(1, min(100_000, math.ceil(st.min_sample_s / max(min(times), 1e-9))))
         if st.memory:
             m.memory = {
                 "rss": rss,
                 "traced": None if m.capped else memory.traced_peak(fn),
-                "device": memory.device_peak(jax_devices(out)) if m.device_inputs else None,
+                "device": memory.device_peak(out) if m.device_inputs else None,
             }
     except Exception as err:  # reported in the table, never fatal to the run
         return _error(runner, w, err)
-    if m.capped:
-        return m
-    return _Prepared(runner, m, fn, best)
+    return m if m.capped else _Prepared(m, fn)
 
 
-def bench_workload(
-    runners: list[Runner],
-    w: Workload,
-    st: Settings,
-    on_step: Callable[[str], None] | None = None,
-) -> list[Measurement]:
-    """Measure ``w`` on every runner, interleaved. Unavailable runners are reported as skipped."""
-    inputs = {a: v for a, v in make_inputs(w.case, st.seed).items() if a in w.operator.args}
-    done: dict[str, Measurement] = {}
-    active: list[_Prepared] = []
-    for r in runners:
-        if on_step:
-            on_step(f"{w.name}: {r.name} (first call)")
-        if not r.available:
-            done[r.name] = Measurement(r.name, w.name, "skipped", r.reason, flops=w.flops)
-            continue
-        if r.name == "reference" and w.flops > st.reference_max_flops:
-            why = f"capped: {w.flops / 1e9:.3g} GFLOP per call, above the reference's {st.reference_max_flops / 1e9:g}"
-            done[r.name] = Measurement(r.name, w.name, "skipped", why, flops=w.flops)
-            continue
-        p = _prepare(r, w, inputs, st)
-        if isinstance(p, Measurement):
-            done[r.name] = p
-        else:
-            active.append(p)
-    budget = st.budget_for(w)
-    rnd = 0
+def _round_robin(prepared: list[_Prepared], budget: float, st: Settings, on_round: Callable[[int], None]) -> None:
+    """Sample round-robin, rotating the order each round, until each runner has its samples (GC paused)."""
+    active, rnd, n = list(prepared), 0, lambda p: len(p.m.samples)
     gc_was = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         while active:
-            if on_step:
-                on_step(f"{w.name}: round {rnd + 1}")
-            order = active[rnd % len(active) :] + active[: rnd % len(active)]
-            for p in order:
+            on_round(rnd + 1)
+            k = rnd % len(active)
+            for p in active[k:] + active[:k]:
                 t0 = time.perf_counter()
-                p.m.samples.append(_timed(p.fn, p.m.inner))
+                p.m.samples.append(per_call(p.fn, p.m.inner))
                 p.spent += time.perf_counter() - t0
             rnd += 1
-            active = [
-                p
-                for p in active
-                if len(p.m.samples) < st.min_repeats or (p.spent < budget and len(p.m.samples) < st.max_repeats)
-            ]
-            for p in order:
-                if p not in active:
-                    done[p.runner.name] = p.m
+            active = [p for p in active if n(p) < st.min_repeats or (p.spent < budget and n(p) < st.max_repeats)]
     finally:
         if gc_was:
             gc.enable()
-    return [done[r.name] for r in runners]
+
+
+def _skipped(r: Runner, w: Workload, st: Settings) -> Measurement | None:
+    """Unavailable runners, and the reference (the oracle, not a contender) above its FLOP cap, are not timed."""
+    why = f"capped: {w.flops / 1e9:.3g} GFLOP per call, above the reference's {st.reference_max_flops / 1e9:g}"
+    if not r.available or (r.name == "reference" and w.flops > st.reference_max_flops):
+        return Measurement(r.name, w.name, "skipped", why if r.available else r.reason, flops=w.flops)
+    return None
+
+
+def bench_workload(
+    runners: list[Runner], w: Workload, st: Settings, on_step: Callable[[str], None] | None = None
+) -> list[Measurement]:
+    """Measure ``w`` on every runner, interleaved. Unavailable runners are reported as skipped."""
+    say = on_step or (lambda _: None)
+    inputs = {a: v for a, v in make_inputs(w.case, st.seed).items() if a in w.operator.args}
+    ms: list[Measurement | _Prepared] = []
+    for r in runners:
+        say(f"{w.name}: {r.name} (first call)")
+        ms.append(_skipped(r, w, st) or _prepare(r, w, inputs, st))
+    budget = st.spec_budget_s if w.group == "spec" else st.budget_s
+    _round_robin([p for p in ms if isinstance(p, _Prepared)], budget, st, lambda rnd: say(f"{w.name}: round {rnd}"))
+    return [p.m if isinstance(p, _Prepared) else p for p in ms]

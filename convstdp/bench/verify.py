@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from convstdp import geometry
 from convstdp.backends import Backend, checked_precision
+from convstdp.bench.timing import native_run
 from convstdp.bench.workloads import Workload
 from convstdp.conformance import tolerance as tol
 from convstdp.conformance.cases import Case, make_inputs
@@ -44,16 +44,13 @@ def _expected(case: Case, seed: int) -> tuple[dict[str, Any], Expectation]:
 
 def _check_native(backend: Backend, w: Workload, inputs: dict[str, Any], exp: Expectation, precision: str) -> str:
     """Why the native call's outputs disagree with the reference ("" when they agree or there is none)."""
-    native = getattr(backend.impl, "native", None)
-    run = callable(native) and native(
-        w.op, inputs, w.case.geometry(), geometry.check_stdp_params(**w.case.params), spec_layout=True
-    )
+    run = native_run(backend, w, inputs, spec_layout=True)
     if not run:
         return ""
     expected = exp.ops[w.op]
     policy = tol.policy_for(next(iter(expected.values())).dtype, precision)
-    bad = [o for (name, e), got in zip(expected.items(), run(), strict=True) if (o := compare(name, got, e, policy))]
-    bad = [o for o in bad if o.mismatches]
+    outs = zip(expected.items(), run(), strict=True)
+    bad = [o for (name, e), got in outs if (o := compare(name, got, e, policy)) and o.mismatches]
     return f"native call: {bad[0].describe()}" if bad else ""
 
 

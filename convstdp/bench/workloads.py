@@ -11,7 +11,7 @@ concept across cases, workloads and geometry.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -83,23 +83,16 @@ _SPEC = {w.name: w for w in SPEC_WORKLOADS}
 
 # The scaling sweeps vary one dimension of this step (SPEC §8 inputs) around its base point.
 _BASE = parse_case("s2-same-k5x5-m16x16-c16to16-n16-f32-sim-float-d0.1-sim")
-_SCALING: dict[str, tuple[int, ...]] = {
-    "batch": (1, 4, 16, 64),
-    "map": (8, 16, 32, 64),
-    "channels": (4, 8, 16, 32),
-    "kernel": (1, 3, 5, 7),
+_SCALING: dict[str, tuple[tuple[int, ...], Callable[[int], dict[str, Any]]]] = {  # values, the case fields they set
+    "batch": ((1, 4, 16, 64), lambda v: {"batch": v}),
+    "map": ((8, 16, 32, 64), lambda v: {"in_size": (v, v)}),
+    "channels": ((4, 8, 16, 32), lambda v: {"ci": v, "co": v}),
+    "kernel": ((1, 3, 5, 7), lambda v: {"kernel": (v, v)}),
 }
 
 
 def _scaled(dim: str, v: int) -> Case:
-    c = _BASE
-    if dim == "batch":
-        return replace(c, batch=v)
-    if dim == "map":
-        return replace(c, in_size=(v, v))
-    if dim == "channels":
-        return replace(c, ci=v, co=v)
-    return replace(c, kernel=(v, v))
+    return replace(_BASE, **_SCALING[dim][1](v))
 
 
 def sweep_workloads() -> list[Workload]:
@@ -111,17 +104,15 @@ def sweep_workloads() -> list[Workload]:
         for d in DENSITIES
         if d != _SPEC[spec].density
     ]
-    base_tags = tuple((dim, float(_scaled_value(dim))) for dim in _SCALING)
+    points = [(dim, v) for dim, (values, _) in _SCALING.items() for v in values]
+    base_tags = tuple((dim, float(v)) for dim, v in points if _scaled(dim, v) == _BASE)  # one per dimension
     out.append(Workload("step/base", "stdp_step", _BASE, "sweep", base_tags))
-    for dim, values in _SCALING.items():
-        for v in values:
-            if _scaled(dim, v) != _BASE:
-                out.append(Workload(f"step/{dim}={v}", "stdp_step", _scaled(dim, v), "sweep", ((dim, float(v)),)))
+    out += [
+        Workload(f"step/{dim}={v}", "stdp_step", _scaled(dim, v), "sweep", ((dim, float(v)),))
+        for dim, v in points
+        if _scaled(dim, v) != _BASE
+    ]
     return out
-
-
-def _scaled_value(dim: str) -> int:
-    return {"batch": _BASE.batch, "map": _BASE.in_size[0], "channels": _BASE.ci, "kernel": _BASE.kernel[0]}[dim]
 
 
 def operator_workloads() -> list[Workload]:

@@ -1,23 +1,21 @@
-"""Deliberately broken backends: the harness's own test.
-
-Each wraps the NumPy reference (:mod:`convstdp.reference.ops`) and plants one bug a real fast
-backend could have. :func:`self_test` runs each on a grid with early exit and reports which
-checks caught it; a control (the same wrapper, no bug) must pass.
-"""
+"""Deliberately broken backends, the harness's own test: each wraps the NumPy reference (:mod:`convstdp.reference.ops`)
+and plants one bug a real fast backend could have. :func:`self_test` runs each on a grid with early exit and reports
+which checks caught it; a control (the same wrapper, no bug) must pass."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from convstdp import geometry
+from convstdp import geometry, paths
 from convstdp.backends import Backend
 from convstdp.reference import ops as ref
 
 __all__ = ["BUGS", "Bug", "broken_backend", "control_backend", "SelfTestRow", "self_test"]
+__all__ += ["TRAJECTORY_BUGS", "ResidentFloat16Weights", "PeriodicDoubleDecay"]
 
 
 def _round_bf16(a: np.ndarray) -> np.ndarray:
@@ -25,8 +23,7 @@ def _round_bf16(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind != "f":
         return a
-    f = a.astype(np.float32)
-    bits = f.view(np.uint32).astype(np.uint64)
+    bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     return bits.astype(np.uint32).view(np.float32).astype(a.dtype)
 
@@ -47,6 +44,14 @@ class ReferenceWrapper:
     def deconv2d_dx(self, kernel: Any, d_out: Any, *, stride: Any, padding: Any, input_shape: Any) -> np.ndarray:
         return ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
 
+    def stdp_update(self, kernel, pre_spike, pre_trace, post_spike, post_trace, *, stride, padding, params):
+        arrays = (kernel, pre_spike, pre_trace, post_spike, post_trace)
+        dt = geometry.result_dtype(*(np.asarray(a).dtype for a in arrays))
+        kw = dict(kernel_size=np.shape(kernel)[:2], stride=stride, padding=padding)
+        dw = self._combine(self._ltp(pre_trace, post_spike, params, kw), self._ltd(pre_spike, post_trace, params, kw))
+        dw = np.asarray(dw, np.float64)
+        return self._cast(self._new_weights(np.asarray(kernel, np.float64), dw, params), dt), self._cast(dw, dt)
+
     # the pieces of stdp_update, each overridable
     def _ltp(self, pre_trace: Any, post_spike: Any, p: geometry.StdpParams, kw: dict[str, Any]) -> np.ndarray:
         shifted = np.asarray(pre_trace, np.float64) - p.pretrace_target
@@ -54,9 +59,6 @@ class ReferenceWrapper:
 
     def _ltd(self, pre_spike: Any, post_trace: Any, p: geometry.StdpParams, kw: dict[str, Any]) -> np.ndarray:
         return self.deconv2d_dk(np.asarray(pre_spike, np.float64), p.A_minus * np.asarray(post_trace, np.float64), **kw)
-
-    def _combine(self, ltp: np.ndarray, ltd: np.ndarray) -> np.ndarray:
-        return ltp - ltd
 
     def _new_weights(self, w: np.ndarray, dw: np.ndarray, p: geometry.StdpParams) -> np.ndarray:
         w_new = w + p.eta * dw
@@ -66,56 +68,101 @@ class ReferenceWrapper:
             w_new = np.minimum(np.maximum(w_new, 0.01), p.w_bound - 0.01)
         return w_new
 
-    def stdp_update(
-        self,
-        kernel: Any,
-        pre_spike: Any,
-        pre_trace: Any,
-        post_spike: Any,
-        post_trace: Any,
-        *,
-        stride: Any,
-        padding: Any,
-        params: geometry.StdpParams,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        dt = geometry.result_dtype(
-            *(np.asarray(a).dtype for a in (kernel, pre_spike, pre_trace, post_spike, post_trace))
-        )
-        kw = dict(kernel_size=np.shape(kernel)[:2], stride=stride, padding=padding)
-        dw = self._combine(self._ltp(pre_trace, post_spike, params, kw), self._ltd(pre_spike, post_trace, params, kw))
-        dw = np.asarray(dw, np.float64)
-        w_new = self._new_weights(np.asarray(kernel, np.float64), dw, params)
-        return self._cast(w_new, dt), self._cast(dw, dt)
-
-    def _cast(self, a: np.ndarray, dt: np.dtype) -> np.ndarray:
-        return np.asarray(a).astype(dt)
+    _combine = lambda self, ltp, ltd: ltp - ltd
+    _cast = lambda self, a, dt: np.asarray(a).astype(dt)
 
 
 # ----------------------------------------------------------------------------- the bugs
+# Most are a lambda or two on one operator or one piece of stdp_update (s: self; kw: the operator's keywords).
+_RW = ReferenceWrapper
 
 
-class PadOffset(ReferenceWrapper):
-    def deconv2d(self, x, kernel, *, stride, padding):
-        (lo_h, hi_h), w = padding
-        return ref.deconv2d(x, kernel, stride=stride, padding=((lo_h + 1, hi_h - 1), w))
+def _bug(name: str, doc: str | None = None, **members: Any) -> type:
+    """A :class:`ReferenceWrapper` subclass named ``name``, of this module, with ``members``."""
+    return type(name, (_RW,), {"__doc__": doc, "__module__": __name__, **members})
 
 
-class KernelFlipped(ReferenceWrapper):
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return ref.deconv2d(x, np.asarray(kernel)[::-1, ::-1], stride=stride, padding=padding)
+def _outputs(f: Callable[[Any], Any], *ops: str) -> dict[str, Any]:
+    """Members applying ``f`` to what each operator in ``ops`` returns (default: the three conv operators)."""
+    wrap = lambda op: lambda s, *a, **kw: f(getattr(_RW, op)(s, *a, **kw))
+    return {op: wrap(op) for op in ops or ("deconv2d", "deconv2d_dk", "deconv2d_dx")}
 
 
-class StrideSwapped(ReferenceWrapper):
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        return ref.deconv2d_dx(kernel, d_out, stride=(stride[1], stride[0]), padding=padding)
+def _drop_last_item(from_n: int) -> Callable[..., np.ndarray]:
+    """A dK whose reduction misses the last batch item once the batch holds ``from_n`` items."""
+    drop = lambda x, d: (x[:-1], d[:-1]) if x.shape[0] >= from_n else (x, d)
+    return lambda s, x, d_out, **kw: ref.deconv2d_dk(*drop(np.asarray(x), np.asarray(d_out)), **kw)
 
 
-class LastBatchDropped(ReferenceWrapper):
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        x, d = np.asarray(x), np.asarray(d_out)
-        if x.shape[0] > 1:
-            x, d = x[:-1], d[:-1]
-        return ref.deconv2d_dk(x, d, kernel_size=kernel_size, stride=stride, padding=padding)
+_scaled = lambda a, rel=1e-4: (np.asarray(a).astype(np.float64) * (1.0 + rel)).astype(np.asarray(a).dtype)
+_pad_off = lambda pad: ((pad[0][0] + 1, pad[0][1] - 1), pad[1])
+_clip = lambda w_new, bound: np.clip(w_new, 0.0, bound) if bound > 0 else w_new
+# the dX bugs below leave input_shape out (dX's size then comes from d_out alone): a swapped stride gives a wrong shape
+_dx_swapped = lambda s, k, d, *, stride, padding, input_shape: ref.deconv2d_dx(
+    k, d, stride=(stride[1], stride[0]), padding=padding
+)
+
+PadOffset = _bug(
+    "PadOffset", deconv2d=lambda s, x, k, *, padding, **kw: ref.deconv2d(x, k, padding=_pad_off(padding), **kw)
+)
+KernelFlipped = _bug("KernelFlipped", deconv2d=lambda s, x, k, **kw: ref.deconv2d(x, np.asarray(k)[::-1, ::-1], **kw))
+StrideSwapped = _bug("StrideSwapped", deconv2d_dx=_dx_swapped)
+LastBatchDropped = _bug("LastBatchDropped", deconv2d_dk=_drop_last_item(2))
+LtdSignFlipped = _bug("LtdSignFlipped", _combine=lambda s, ltp, ltd: ltp + ltd)
+PretraceTargetIgnored = _bug(
+    "PretraceTargetIgnored", _ltp=lambda s, t, sp, p, kw: _RW._ltp(s, t, sp, p._replace(pretrace_target=0.0), kw)
+)
+WeightDecayIgnored = _bug(
+    "WeightDecayIgnored", _new_weights=lambda s, w, dw, p: _RW._new_weights(s, w, dw, p._replace(w_decay=0.0))
+)
+ClipBoundsWrong = _bug(
+    "ClipBoundsWrong",
+    _new_weights=lambda s, w, dw, p: _clip(_RW._new_weights(s, w, dw, p._replace(w_bound=0.0)), p.w_bound),
+)
+DxChannelsSwapped = _bug(
+    "DxChannelsSwapped", deconv2d_dx=lambda s, k, d, *, input_shape, **kw: ref.deconv2d_dx(k, d, **kw)[..., ::-1]
+)
+Bfloat16Inputs = _bug(
+    "Bfloat16Inputs",
+    deconv2d=lambda s, x, k, **kw: ref.deconv2d(_round_bf16(x), _round_bf16(k), **kw),
+    deconv2d_dk=lambda s, x, d, **kw: ref.deconv2d_dk(_round_bf16(x), _round_bf16(d), **kw),
+    deconv2d_dx=lambda s, k, d, *, input_shape, **kw: ref.deconv2d_dx(_round_bf16(k), _round_bf16(d), **kw),
+)
+Float64Out = _bug(
+    "Float64Out", **_outputs(lambda a: a.astype(np.float64)), _cast=lambda s, a, dt: np.asarray(a, np.float64)
+)
+LargeBatchDropsItem = _bug(
+    "LargeBatchDropsItem",
+    "Right for small batches; from batch 4 up the dK reduction misses the last item (a tile loop whose remainder "
+    "is skipped once the batch fills a tile).",
+    deconv2d_dk=_drop_last_item(4),
+)
+DeclaresNothing = _bug(
+    "DeclaresNothing",
+    "Gaming: declares a supported subset that holds no case, so nothing is ever compared.",
+    unsupported=lambda s, g: "this backend supports no geometry",
+    deconv2d=lambda s, x, k, **kw: np.zeros(1),
+)
+ZerosWithCoarseRoundoff = _bug(
+    "ZerosWithCoarseRoundoff",
+    "Gaming: returns zeros and declares itself imprecise (bf16, unit roundoff 0.5) so that a tolerance taken from "
+    "the object under test would admit anything.",
+    precision="bf16",
+    unit_roundoff=0.5,
+    **_outputs(np.zeros_like),
+)
+SaturatingKernel = _bug(
+    "SaturatingKernel",
+    "Kernel values saturate at +-1.5 in dX (a fixed-point range chosen for the test data). The value checks draw K "
+    "in U(-0.6, 1.4), so only the adjoint identities, on their own independent inputs, can see it.",
+    deconv2d_dx=lambda s, k, d, **kw: ref.deconv2d_dx(np.clip(np.asarray(k), -1.5, 1.5), d, **kw),
+)
+UniformRelative = _bug(
+    "UniformRelative",
+    "Every output of every operator 1e-4 too large (relative): a precision bug, not a logic one.",
+    **_outputs(_scaled),
+    **_outputs(lambda outs: tuple(map(_scaled, outs)), "stdp_update"),
+)
 
 
 class LostUpdate(ReferenceWrapper):
@@ -126,50 +173,10 @@ class LostUpdate(ReferenceWrapper):
         k = np.array(kernel, copy=True)
         k[-1, -1] = 0
         y_lost = ref.deconv2d(x, k, stride=stride, padding=padding)
-        diff = np.abs(y.astype(np.float64) - y_lost)
-        if diff.size:
-            n, p, q, _ = np.unravel_index(int(np.argmax(diff)), diff.shape)
-            y[n, p, q] = y_lost[n, p, q]
+        if y.size:
+            at = np.unravel_index(int(np.argmax(np.abs(y.astype(np.float64) - y_lost))), y.shape)[:3]
+            y[at] = y_lost[at]
         return y
-
-
-class LtdSignFlipped(ReferenceWrapper):
-    def _combine(self, ltp, ltd):
-        return ltp + ltd
-
-
-class PretraceTargetIgnored(ReferenceWrapper):
-    def _ltp(self, pre_trace, post_spike, p, kw):
-        return super()._ltp(pre_trace, post_spike, p._replace(pretrace_target=0.0), kw)
-
-
-class WeightDecayIgnored(ReferenceWrapper):
-    def _new_weights(self, w, dw, p):
-        return super()._new_weights(w, dw, p._replace(w_decay=0.0))
-
-
-class ClipBoundsWrong(ReferenceWrapper):
-    def _new_weights(self, w, dw, p):
-        w_new = super()._new_weights(w, dw, p._replace(w_bound=0.0))
-        return np.clip(w_new, 0.0, p.w_bound) if p.w_bound > 0 else w_new
-
-
-class DxChannelsSwapped(ReferenceWrapper):
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        return ref.deconv2d_dx(kernel, d_out, stride=stride, padding=padding)[..., ::-1]
-
-
-class Bfloat16Inputs(ReferenceWrapper):
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return ref.deconv2d(_round_bf16(x), _round_bf16(kernel), stride=stride, padding=padding)
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        return ref.deconv2d_dk(
-            _round_bf16(x), _round_bf16(d_out), kernel_size=kernel_size, stride=stride, padding=padding
-        )
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        return ref.deconv2d_dx(_round_bf16(kernel), _round_bf16(d_out), stride=stride, padding=padding)
 
 
 class OneElementOff(ReferenceWrapper):
@@ -183,24 +190,6 @@ class OneElementOff(ReferenceWrapper):
         return y
 
 
-class Float64Out(ReferenceWrapper):
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return super().deconv2d(x, kernel, stride=stride, padding=padding).astype(np.float64)
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        return super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding).astype(np.float64)
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        return (
-            super()
-            .deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
-            .astype(np.float64)
-        )
-
-    def _cast(self, a, dt):
-        return np.asarray(a, np.float64)
-
-
 class InputsModified(ReferenceWrapper):
     """``pre_trace -= pretrace_target`` in place, the classic shortcut."""
 
@@ -211,39 +200,25 @@ class InputsModified(ReferenceWrapper):
         return super()._ltp(pre_trace, post_spike, p, kw)
 
 
-class LargeBatchDropsItem(ReferenceWrapper):
-    """Right for small batches; from batch 4 up the dK reduction misses the last item (a tile
-    loop whose remainder is skipped once the batch fills a tile)."""
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        x, d = np.asarray(x), np.asarray(d_out)
-        if x.shape[0] >= 4:
-            x, d = x[:-1], d[:-1]
-        return ref.deconv2d_dk(x, d, kernel_size=kernel_size, stride=stride, padding=padding)
-
-
 class WideChannelsRemainder(ReferenceWrapper):
-    """Right up to 16 input channels; beyond, the channels past the last multiple of 8 (the
-    remainder lanes of a vectorised loop) are left out of deconv2d."""
+    """Right up to 16 input channels; beyond, the channels past the last multiple of 8 (the remainder lanes of a
+    vectorised loop) are left out of deconv2d."""
 
     def deconv2d(self, x, kernel, *, stride, padding):
         x, k = np.asarray(x), np.asarray(kernel)
         ci = x.shape[3]
         if ci > 16 and ci % 8:
-            keep = ci - ci % 8
-            x, k = x[..., :keep], k[:, :, :keep]
+            x, k = x[..., : ci - ci % 8], k[:, :, : ci - ci % 8]
         return ref.deconv2d(x, k, stride=stride, padding=padding)
 
 
 class ParallelPathOff(ReferenceWrapper):
-    """Two paths, switched by problem size like a serial/parallel driver; the big one computes dX
-    with one output row short (a chunk boundary off by one)."""
+    """Two paths, switched by problem size like a serial/parallel driver; the big one computes dX with one output
+    row short (a chunk boundary off by one)."""
 
     paths = frozenset({"deconv2d_dx/small", "deconv2d_dx/large"})
 
     def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        from convstdp import paths
-
         n, h, w, ci = input_shape
         big = n * h * w * int(np.prod(np.shape(kernel))) >= 2_000_000
         paths.note("deconv2d_dx/large" if big else "deconv2d_dx/small")
@@ -260,66 +235,6 @@ class NotImplementedEverywhere(ReferenceWrapper):
         raise NotImplementedError("not supported")
 
     deconv2d_dk = deconv2d_dx = stdp_update = deconv2d
-
-
-class DeclaresNothing(ReferenceWrapper):
-    """Gaming: declares a supported subset that holds no case, so nothing is ever compared."""
-
-    def unsupported(self, g):
-        return "this backend supports no geometry"
-
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return np.zeros(1)
-
-
-class ZerosWithCoarseRoundoff(ReferenceWrapper):
-    """Gaming: returns zeros and declares itself imprecise (bf16, unit roundoff 0.5) so that a
-    tolerance taken from the object under test would admit anything."""
-
-    precision = "bf16"
-    unit_roundoff = 0.5
-
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return np.zeros_like(super().deconv2d(x, kernel, stride=stride, padding=padding))
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        return np.zeros_like(super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding))
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        dx = super().deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape)
-        return np.zeros_like(dx)
-
-
-class SaturatingKernel(ReferenceWrapper):
-    """Kernel values saturate at +-1.5 in dX (a fixed-point range chosen for the test data). The
-    value checks draw K in U(-0.6, 1.4), so only the adjoint identities, on their own independent
-    inputs, can see it."""
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        k = np.clip(np.asarray(kernel), -1.5, 1.5)
-        return ref.deconv2d_dx(k, d_out, stride=stride, padding=padding, input_shape=input_shape)
-
-
-class UniformRelative(ReferenceWrapper):
-    """Every output of every operator 1e-4 too large (relative): a precision bug, not a logic one."""
-
-    def deconv2d(self, x, kernel, *, stride, padding):
-        return _scaled(super().deconv2d(x, kernel, stride=stride, padding=padding))
-
-    def deconv2d_dk(self, x, d_out, *, kernel_size, stride, padding):
-        return _scaled(super().deconv2d_dk(x, d_out, kernel_size=kernel_size, stride=stride, padding=padding))
-
-    def deconv2d_dx(self, kernel, d_out, *, stride, padding, input_shape):
-        return _scaled(super().deconv2d_dx(kernel, d_out, stride=stride, padding=padding, input_shape=input_shape))
-
-    def stdp_update(self, *args, **kw):
-        w_new, dw = super().stdp_update(*args, **kw)
-        return _scaled(w_new), _scaled(dw)
-
-
-def _scaled(a: np.ndarray, rel: float = 1e-4) -> np.ndarray:
-    a = np.asarray(a)
-    return (a.astype(np.float64) * (1.0 + rel)).astype(a.dtype)
 
 
 @dataclass(frozen=True)
@@ -370,8 +285,7 @@ BUGS: tuple[Bug, ...] = (
 
 
 def __getattr__(attr: str) -> Any:
-    """``convstdp.conformance.broken:<bug_id with _>`` is a backend factory, e.g.
-    ``convstdp conformance --backend convstdp.conformance.broken:kernel_flipped``."""
+    """``convstdp.conformance.broken:<bug_id with _>`` is a backend factory (``--backend ...broken:kernel_flipped``)."""
     for b in BUGS:
         if b.id.replace("-", "_") == attr:
             return b.impl
@@ -382,8 +296,7 @@ def __getattr__(attr: str) -> Any:
 
 def broken_backend(bug: Bug | str) -> Backend:
     """A validated :class:`convstdp.Backend` around the broken implementation."""
-    if isinstance(bug, str):
-        bug = next(b for b in BUGS if b.id == bug)
+    bug = next(b for b in BUGS if b.id == bug) if isinstance(bug, str) else bug
     return Backend(f"broken:{bug.id}", bug.impl())
 
 
@@ -394,11 +307,9 @@ def control_backend() -> Backend:
 
 @dataclass
 class SelfTestRow:
-    """One self-test line: the bug, whether it was caught, and the first result that caught it.
-
-    For a precision bug ``tiers`` holds, per size tier, the smallest error/bound it reached on the
-    tier's float32 cases (per operator when the bug claims every operator): caught means every
-    tier's figure exceeds the bug's ``min_ratio``."""
+    """One self-test line: the bug, whether it was caught, and the first result that caught it. For a precision
+    bug ``tiers`` holds, per size tier, the least error/bound it reached on the tier's float32 cases (per operator
+    when the bug claims every operator): caught means every tier's figure exceeds the bug's ``min_ratio``."""
 
     bug: str
     description: str
@@ -419,25 +330,22 @@ _VALUE_OPS = ("deconv2d", "deconv2d_dk", "deconv2d_dx", "stdp_update", "stdp_ste
 
 
 def _sums_nothing(case: Any) -> bool:
-    """Whether every output of ``case`` is an empty sum (pads crop every term): no precision bug can
-    show there, so such cases are no evidence for or against one."""
+    """Whether every output of ``case`` is an empty sum (pads crop every term): no precision bug can show there."""
     g = case.geometry()
     ones = ref.deconv2d(np.ones((1, *g.in_size, 1)), np.ones((*g.kernel_size, 1, 1)), stride=g.stride, padding=g.pads)
     return not ones.any()
 
 
 def _tier_minima(bug: Bug, br: Any, cases: Sequence[Any]) -> dict[str, float]:
-    """Per tier: the least error/bound over its float32 cases (per operator with ``per_operator``),
-    leaving out cases with nothing to be wrong about (an empty batch, only empty sums)."""
+    """Per tier: the least error/bound over its float32 cases (per operator with ``per_operator``), leaving out
+    cases with nothing to be wrong about (an empty batch, only empty sums)."""
     by_case = {c.name: c for c in cases if c.dtype == "f32" and c.batch and not _sums_nothing(c)}
     cell: dict[tuple[str, str], dict[str, float]] = {}
     for r in br.results:
         c = by_case.get(r.case)
-        if c is None or r.operator not in _VALUE_OPS or r.ratio is None:
-            continue
-        key = (c.tier, r.operator if bug.per_operator else "")
-        cell.setdefault(key, {})
-        cell[key][r.case] = max(cell[key].get(r.case, 0.0), r.ratio)
+        if c is not None and r.operator in _VALUE_OPS and r.ratio is not None:
+            ratios = cell.setdefault((c.tier, r.operator if bug.per_operator else ""), {})
+            ratios[r.case] = max(ratios.get(r.case, 0.0), r.ratio)
     out: dict[str, float] = {}
     for (tier, _), ratios in cell.items():
         out[tier] = min(out.get(tier, np.inf), min(ratios.values()))
@@ -445,66 +353,46 @@ def _tier_minima(bug: Bug, br: Any, cases: Sequence[Any]) -> dict[str, float]:
 
 
 def self_test(cases: Sequence[Any], *, seed: int = 0, progress: Any = None) -> tuple[list[SelfTestRow], Any]:
-    """Run every :data:`BUGS` backend and the control on ``cases``. Returns ``(rows, control_run)``;
-    ``rows[i].caught`` tells if bug ``i`` was caught.
-
-    A logic bug stops at its first failing case; a failure of the grid as a whole (it checked no
-    case, say) catches it too. A precision bug runs every case and is caught only when it exceeds
-    its ``min_ratio`` on every size tier's float32 cases.
-    """
+    """Run every :data:`BUGS` backend and the control on ``cases``; returns ``(rows, control_run)``. A logic bug
+    stops at its first failing case; a failure of the grid as a whole (it checked no case, say) catches it too. A
+    precision bug runs every case and is caught only when it exceeds its ``min_ratio`` on every tier's f32 cases."""
     from convstdp.conformance.harness import run
 
-    logic = [b for b in BUGS if not b.precision_bug]
-    precise = [b for b in BUGS if b.precision_bug]
+    logic, precise = [b for b in BUGS if not b.precision_bug], [b for b in BUGS if b.precision_bug]
     runs = run(
         [control_backend(), *map(broken_backend, logic)], cases, seed=seed, stop_on_failure=True, progress=progress
     )
     runs += run([broken_backend(b) for b in precise], cases, seed=seed, progress=progress)
-    control, rest = runs[0], runs[1:]
     rows = []
-    for bug, br in zip([*logic, *precise], rest, strict=True):
-        bad = br.failed
-        first = bad[0] if bad else None
-        caught, check, msg, tiers = bool(bad), first.check() if first else "", first.message() if first else "", {}
+    for bug, br in zip([*logic, *precise], runs[1:], strict=True):
+        row = SelfTestRow(bug.id, bug.description, False, "", "", "", "", None, len({r.case for r in br.results}))
+        if br.failed:
+            first = br.failed[0]
+            row.caught, row.check, row.first = True, first.check(), first.message()
+            row.operator, row.case, row.ratio = first.operator, first.case, first.ratio
         if bug.precision_bug:
-            tiers = _tier_minima(bug, br, cases)
-            caught = bool(tiers) and all(v > bug.min_ratio for v in tiers.values())
-            check = "values (every tier)" if caught else "values (NOT every tier)"
-        elif not bad:
-            problems = br.grid_problems(require_paths=False)
-            caught, check, msg = bool(problems), "grid" if problems else "", problems[0] if problems else ""
-        rows.append(
-            SelfTestRow(
-                bug.id,
-                bug.description,
-                caught,
-                check,
-                msg,
-                first.operator if first else "",
-                first.case if first else "",
-                first.ratio if first else None,
-                len({r.case for r in br.results}),
-                tiers,
-            )
-        )
+            row.tiers = _tier_minima(bug, br, cases)
+            row.caught = bool(row.tiers) and all(v > bug.min_ratio for v in row.tiers.values())
+            row.check = "values (every tier)" if row.caught else "values (NOT every tier)"
+        elif not br.failed and (problems := br.grid_problems(require_paths=False)):
+            row.caught, row.check, row.first = True, "grid", problems[0]
+        rows.append(row)
     order = {b.id: i for i, b in enumerate(BUGS)}
-    rows.sort(key=lambda r: order[r.bug])
-    return rows, control
+    return sorted(rows, key=lambda r: order[r.bug]), runs[0]
 
 
 # ----------------------------------------------------------------------------- trajectory bugs
-# Right on every single call (the single-call grid passes them): only a trajectory, each step's W'
-# handed back as the next step's W, shows them (convstdp.conformance.trajectory). Both recognise
-# "the next step" the way a stateful backend would: the kernel handed in is the very array it
-# returned last.
+# Not in BUGS: right on every single call (so the single-call self-test cannot catch them); only a trajectory, each
+# step's W' handed back as the next W (convstdp.conformance.trajectory), shows them. Both recognise "the next step"
+# as a stateful backend would: the kernel handed in is the very array it returned last.
 
 
 class _Stateful(ReferenceWrapper):
     """Remembers the W' it returned last; ``self._step`` counts the calls that handed it back."""
 
-    def __init__(self) -> None:
-        self._out: Any = None
-        self._step = 0
+    _out: Any = None
+    _step = 0
+    _weights = lambda self, kernel: kernel  # the weights it reads when handed ``kernel``
 
     def _chained(self, kernel: Any) -> bool:
         return self._out is not None and kernel is self._out
@@ -513,14 +401,7 @@ class _Stateful(ReferenceWrapper):
         self._step = self._step + 1 if self._chained(kernel) else 1
         w_new, dw = super().stdp_update(self._weights(kernel), *stdp, **kw)
         self._out = w_new
-        self._stored(w_new)
         return w_new, dw
-
-    def _weights(self, kernel: Any) -> Any:
-        return kernel
-
-    def _stored(self, w_new: np.ndarray) -> None:
-        pass
 
 
 class ResidentFloat16Weights(_Stateful):
@@ -528,8 +409,10 @@ class ResidentFloat16Weights(_Stateful):
 
     first_wrong_step = 2  # step 1 starts from the caller's weights
 
-    def _stored(self, w_new):
+    def stdp_update(self, kernel, *stdp, **kw):
+        w_new, dw = super().stdp_update(kernel, *stdp, **kw)
         self._resident = w_new.astype(np.float16).astype(w_new.dtype)
+        return w_new, dw
 
     def _weights(self, kernel):
         return self._resident if self._chained(kernel) else kernel
@@ -545,14 +428,10 @@ class PeriodicDoubleDecay(_Stateful):
     first_wrong_step = 100
 
     def _new_weights(self, w, dw, p):
-        if self._step % self.period == 0:
-            p = p._replace(w_decay=2 * p.w_decay)
-        return super()._new_weights(w, dw, p)
+        return super()._new_weights(w, dw, p._replace(w_decay=2 * p.w_decay) if self._step % self.period == 0 else p)
 
 
-# Not in BUGS: the single-call self-test cannot catch them (by design); the trajectory self-test must.
 TRAJECTORY_BUGS: tuple[Bug, ...] = (
     Bug("weights-float16", "weights kept (resident) in float16 between steps", ResidentFloat16Weights),
     Bug("decay-twice-100", "w_decay applied twice every 100th step", PeriodicDoubleDecay),
 )
-__all__ += ["TRAJECTORY_BUGS", "ResidentFloat16Weights", "PeriodicDoubleDecay"]

@@ -19,7 +19,8 @@ import json
 import math
 import re
 import zlib
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -27,29 +28,9 @@ import numpy as np
 
 from convstdp import geometry
 
-__all__ = [
-    "Case",
-    "STDP_PARAMS",
-    "STRIDES",
-    "PAD_KINDS",
-    "KERNELS",
-    "MAPS",
-    "CHANNELS",
-    "BATCHES",
-    "DTYPES",
-    "SPIKES",
-    "GRID_SEED",
-    "parse_case",
-    "case_from_text",
-    "make_inputs",
-    "full_grid",
-    "quick_grid",
-    "workloads_grid",
-    "grid",
-    "GRIDS",
-    "LARGE_TIER",
-    "SPEC_WORKLOADS",
-]
+__all__ = ["Case", "STDP_PARAMS", "STRIDES", "PAD_KINDS", "KERNELS", "MAPS", "CHANNELS", "BATCHES", "DTYPES", "SPIKES"]
+__all__ += ["GRID_SEED", "parse_case", "case_from_text", "make_inputs", "full_grid", "quick_grid", "workloads_grid"]
+__all__ += ["grid", "GRIDS", "LARGE_TIER", "SPEC_WORKLOADS"]
 
 # STDP parameter sets: every parameter is exercised by at least one set; non-symmetric values.
 STDP_PARAMS: dict[str, dict[str, float]] = {
@@ -80,20 +61,10 @@ GRID_SEED = 20260528  # fixes which cases the grids hold; --seed changes only th
 
 _DTYPE_OF = {"f32": np.float32, "f64": np.float64}
 # "mix": float32 and float64 inputs together; every result is float64 (np.result_type).
-_MIX = {
-    "x": np.float32,
-    "kernel": np.float64,
-    "d_out": np.float32,
-    "pre_trace": np.float32,
-    "post_trace": np.float64,
-    "spike": np.float32,
-}
+_MIX = dict(x=np.float32, kernel=np.float64, d_out=np.float32, pre_trace=np.float32, post_trace=np.float64)
+_MIX["spike"] = np.float32
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _num(v: int) -> str:
-    return f"m{-v}" if v < 0 else str(v)
 
 
 @dataclass(frozen=True)
@@ -119,22 +90,18 @@ class Case:
     name: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        sh, sw = self.stride
-        st = f"s{sh}" if sh == sw else f"s{sh}x{sw}"
-        if isinstance(self.padding, str):
-            pad = self.padding.lower()
-        else:
-            (a, b), (c, d) = self.padding
-            pad = ("neg" if min(a, b, c, d) < 0 else "pad") + ".".join(_num(v) for v in (a, b, c, d))
+        (sh, sw), pad = self.stride, self.pad_kind
+        if not isinstance(self.padding, str):
+            pads = [v for pair in self.padding for v in pair]  # lo_h, hi_h, lo_w, hi_w; "m" is a minus sign
+            pad = ("neg" if min(pads) < 0 else "pad") + ".".join(f"m{-v}" if v < 0 else str(v) for v in pads)
         name = (
-            f"{st}-{pad}-k{self.kernel[0]}x{self.kernel[1]}-m{self.in_size[0]}x{self.in_size[1]}"
-            f"-c{self.ci}to{self.co}-n{self.batch}-{self.dtype}-{self.stdp}-{self.spikes}"
+            f"s{sh}{'' if sh == sw else f'x{sw}'}-{pad}-k{self.kernel[0]}x{self.kernel[1]}"
+            f"-m{self.in_size[0]}x{self.in_size[1]}-c{self.ci}to{self.co}-n{self.batch}"
+            f"-{self.dtype}-{self.stdp}-{self.spikes}"
             + ("" if self.density == DEFAULT_DENSITY else f"-d{self.density:g}")
             + ("" if self.inputs == "random" else f"-{self.inputs}")
         )
         object.__setattr__(self, "name", name)
-
-    # -- derived ---------------------------------------------------------------------------
 
     @property
     def pad_kind(self) -> str:
@@ -146,11 +113,8 @@ class Case:
     def tier(self) -> str:
         """Size tier for reports: ``"workload"`` (SPEC §8 at full size), ``"large"`` (the large tier,
         or any case of at least ``LARGE_MACS`` multiply-adds per pass), else ``"small"``."""
-        if self.name in _WORKLOAD_NAMES:
-            return "workload"
-        if self.name in LARGE_TIER or self.macs >= LARGE_MACS:
-            return "large"
-        return "small"
+        large = self.name in LARGE_TIER or self.macs >= LARGE_MACS
+        return "workload" if self.name in _WORKLOAD_NAMES else "large" if large else "small"
 
     @property
     def macs(self) -> int:
@@ -164,43 +128,30 @@ class Case:
 
     def geometry(self) -> geometry.Geometry:
         """Resolved geometry (raises ``ValueError`` if the case is invalid, e.g. empty output)."""
-        return _geometry_of(self.stride, self.padding, self.kernel, self.in_size, self.ci, self.co, self.batch)
+        return _geometry_of(self)
 
     def is_valid(self) -> bool:
         try:
-            self.geometry()
+            return self.geometry() is not None
         except ValueError:
             return False
-        return True
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["name"] = self.name
-        d["padding"] = self.padding if isinstance(self.padding, str) else [list(p) for p in self.padding]
-        d["stride"], d["kernel"], d["in_size"] = list(self.stride), list(self.kernel), list(self.in_size)
-        d["params"] = self.params
-        return d
+        """The fields as JSON values (tuples become lists), then ``name`` and ``params``."""
+        return {**json.loads(json.dumps(asdict(self))), "params": self.params}
 
     def to_json(self) -> str:
-        d = self.to_dict()
-        d.pop("name")
-        d.pop("params")
-        return json.dumps(d, separators=(",", ":"))
+        """The init fields as compact JSON: what :func:`case_from_text` reads back."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "name"}, separators=(",", ":"))
 
 
 @lru_cache(maxsize=8192)
-def _geometry_of(
-    stride: tuple[int, int], padding: Any, kernel: tuple[int, int], in_size: tuple[int, int], ci: int, co: int, n: int
-) -> geometry.Geometry:
-    return geometry.check_deconv2d(_shaped((n, *in_size, ci)), _shaped((*kernel, ci, co)), stride, padding)
+def _geometry_of(case: Case) -> geometry.Geometry:
+    """``case``'s geometry, checked on float32 arrays that own no memory (every stride 0)."""
+    z = lambda shape: np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=shape, strides=(0,) * len(shape))
+    x, kernel = z((case.batch, *case.in_size, case.ci)), z((*case.kernel, case.ci, case.co))
+    return geometry.check_deconv2d(x, kernel, case.stride, case.padding)
 
-
-def _shaped(shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape`` that owns no memory (every stride 0): for validating shapes."""
-    return np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=shape, strides=(0,) * len(shape))
-
-
-# ----------------------------------------------------------------------------- parsing
 
 _INT = r"(m?-?\d+)"
 _NAME_RE = re.compile(
@@ -210,10 +161,6 @@ _NAME_RE = re.compile(
     r"-(?P<dtype>f32|f64|mix)-(?P<stdp>[a-z]+)-(?P<spikes>bool|float)"
     r"(?:-d(?P<density>[0-9.]+))?(?:-(?P<inputs>sim))?$"
 )
-
-
-def _int(tok: str) -> int:
-    return -int(tok[1:]) if tok.startswith("m") else int(tok)
 
 
 def parse_case(name: str) -> Case:
@@ -226,29 +173,18 @@ def parse_case(name: str) -> Case:
             f"f32|f64|mix, STDP set {'|'.join(STDP_PARAMS)}, bool|float spikes, optional -dDENSITY and -sim)"
         )
     g = m.groupdict()
-    pad_tok = g["pad"]
-    if pad_tok in ("same", "valid"):
-        padding: str | Pads = pad_tok.upper()
+    if g["pad"] in ("same", "valid"):
+        padding: str | Pads = g["pad"].upper()
     else:
-        a, b, c, d = (_int(t) for t in pad_tok[3:].split("."))
+        a, b, c, d = (-int(t[1:]) if t.startswith("m") else int(t) for t in g["pad"][3:].split("."))
         padding = ((a, b), (c, d))
     if g["stdp"] not in STDP_PARAMS:
         raise ValueError(f"unknown STDP parameter set {g['stdp']!r} in {name!r}; known: {', '.join(STDP_PARAMS)}")
-    sh = int(g["sh"])
-    return Case(
-        stride=(sh, int(g["sw"]) if g["sw"] else sh),
-        padding=padding,
-        kernel=(int(g["kh"]), int(g["kw"])),
-        in_size=(int(g["h"]), int(g["w"])),
-        ci=int(g["ci"]),
-        co=int(g["co"]),
-        batch=int(g["n"]),
-        dtype=g["dtype"],
-        stdp=g["stdp"],
-        spikes=g["spikes"],
-        density=_density(g["density"] or DEFAULT_DENSITY, name),
-        inputs=g["inputs"] or "random",
-    )
+    # a square stride is written once (``s2``): the width stride defaults to the height's
+    nums = [int(v or g["sh"]) for v in m.group("sh", "sw", "kh", "kw", "h", "w", "ci", "co", "n")]
+    sh, sw, kh, kw, h, w, ci, co, n = nums
+    density, inputs = _density(g["density"] or DEFAULT_DENSITY, name), g["inputs"] or "random"
+    return Case((sh, sw), padding, (kh, kw), (h, w), ci, co, n, *m.group("dtype", "stdp", "spikes"), density, inputs)
 
 
 def _density(v: Any, where: str) -> float:
@@ -264,38 +200,33 @@ def _density(v: Any, where: str) -> float:
 # A case's arrays must be something a test can allocate: a --case beyond this is a usage error.
 MAX_CASE_ELEMENTS = 1 << 28
 
+# The JSON form's int fields: (lower bound, nesting: 0 an int, 1 a pair, 2 a pair of pairs); bools are no ints.
+_JSON_INTS = {"stride": (1, 1), "kernel": (1, 1), "in_size": (1, 1), "ci": (1, 0), "co": (1, 0), "batch": (0, 0)}
+_JSON_INTS["padding"] = (-(1 << 30), 2)  # or "SAME" / "VALID"
+_JSON_CHOICES = {"dtype": DTYPES, "stdp": tuple(STDP_PARAMS), "spikes": SPIKES, "inputs": INPUTS}
 
-def _json_int(d: dict[str, Any], key: str, low: int) -> int:
-    v = d[key]
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise ValueError(f"{key!r} must be an int >= {low}, got {v!r}")
+
+def _json_ints(key: str, v: Any, depth: int) -> Any:
+    """``v`` as an int of field ``key`` (``depth`` 0) or pairs of them (tuples); ``ValueError`` naming ``key``."""
+    if depth and not (isinstance(v, list) and len(v) == 2):
+        shape = "'SAME', 'VALID' or [[lo_h, hi_h], [lo_w, hi_w]] of ints" if depth == 2 else "a list of two ints"
+        raise ValueError(f"{key!r} must be {shape}, got {v!r}")
+    if depth:
+        return tuple(_json_ints(key, p, depth - 1) for p in v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < _JSON_INTS[key][0]:
+        raise ValueError(f"{key!r} must be an int >= {_JSON_INTS[key][0]}, got {v!r}")
     return v
 
 
-def _json_pair(d: dict[str, Any], key: str, low: int) -> tuple[int, int]:
-    v = d[key]
-    if not (isinstance(v, list) and len(v) == 2):
-        raise ValueError(f"{key!r} must be a list of two ints, got {v!r}")
-    return _json_int({key: v[0]}, key, low), _json_int({key: v[1]}, key, low)
-
-
-def _json_padding(v: Any) -> str | Pads:
-    if isinstance(v, str):
-        if v.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"'padding' must be 'SAME', 'VALID' or [[lo_h, hi_h], [lo_w, hi_w]], got {v!r}")
+def _json_field(key: str, v: Any) -> Any:
+    """Field ``key`` of a case from its JSON value ``v``, checked (a ``ValueError`` names the key)."""
+    if key in _JSON_CHOICES and v not in _JSON_CHOICES[key]:
+        raise ValueError(f"{key!r} must be one of {', '.join(_JSON_CHOICES[key])}, got {v!r}")
+    if key == "density":
+        return _density(v, key)
+    if key == "padding" and isinstance(v, str) and v.upper() in ("SAME", "VALID"):
         return v.upper()
-    if isinstance(v, list) and len(v) == 2 and all(isinstance(p, list) and len(p) == 2 for p in v):
-        lo_h, hi_h = _json_pair({"padding": v[0]}, "padding", -(1 << 30))
-        lo_w, hi_w = _json_pair({"padding": v[1]}, "padding", -(1 << 30))
-        return ((lo_h, hi_h), (lo_w, hi_w))
-    raise ValueError(f"'padding' must be 'SAME', 'VALID' or [[lo_h, hi_h], [lo_w, hi_w]] of ints, got {v!r}")
-
-
-def _choice(d: dict[str, Any], key: str, default: str, allowed: Any) -> str:
-    v = d.get(key, default)
-    if v not in allowed:
-        raise ValueError(f"{key!r} must be one of {', '.join(map(str, allowed))}, got {v!r}")
-    return v
+    return _json_ints(key, v, _JSON_INTS[key][1]) if key in _JSON_INTS else v
 
 
 def _case_from_json(text: str) -> Case:
@@ -305,24 +236,12 @@ def _case_from_json(text: str) -> Case:
         raise ValueError(f"malformed case JSON {text!r}: {err}") from None
     if not isinstance(d, dict):
         raise ValueError(f"case JSON must be an object, got {text!r}")
-    unknown = set(d) - {f for f in Case.__dataclass_fields__ if f != "name"} - {"name", "params"}
+    init = {f.name: f.default for f in fields(Case) if f.init}
+    unknown = set(d) - set(init) - {"name", "params"}
     if unknown:
         raise ValueError(f"case JSON {text!r} has unknown key(s) {', '.join(sorted(unknown))}")
-    try:
-        return Case(
-            stride=_json_pair(d, "stride", 1),
-            padding=_json_padding(d["padding"]),
-            kernel=_json_pair(d, "kernel", 1),
-            in_size=_json_pair(d, "in_size", 1),
-            ci=_json_int(d, "ci", 1),
-            co=_json_int(d, "co", 1),
-            batch=_json_int(d, "batch", 0),
-            dtype=_choice(d, "dtype", "f64", DTYPES),
-            stdp=_choice(d, "stdp", "basic", tuple(STDP_PARAMS)),
-            spikes=_choice(d, "spikes", "bool", SPIKES),
-            density=_density(d.get("density", DEFAULT_DENSITY), "density"),
-            inputs=_choice(d, "inputs", "random", INPUTS),
-        )
+    try:  # field by field in declaration order: the first missing or bad one is reported
+        return Case(**{k: _json_field(k, d[k] if v is MISSING else d.get(k, v)) for k, v in init.items()})
     except KeyError as err:
         raise ValueError(f"case JSON {text!r} lacks the key {err.args[0]!r}") from None
     except ValueError as err:
@@ -337,20 +256,13 @@ def case_from_text(text: str) -> Case:
     g = case.geometry()  # raises ValueError naming the problem
     biggest = max(math.prod(s) for s in (g.x_shape, g.kernel_shape, g.y_shape))
     if biggest > MAX_CASE_ELEMENTS:
-        raise ValueError(
-            f"case {case.name} needs an array of {biggest} elements; at most {MAX_CASE_ELEMENTS} are allowed"
-        )
+        raise ValueError(f"case {case.name} needs an array of {biggest} elements; at most {MAX_CASE_ELEMENTS} allowed")
     return case
-
-
-# ----------------------------------------------------------------------------- values
 
 
 def dtype_of(case: Case, role: str) -> type:
     """The dtype of input ``role`` (``"x"``, ``"kernel"``, ``"d_out"``, ...) in ``case``."""
-    if case.dtype == "mix":
-        return _MIX[role]
-    return _DTYPE_OF[case.dtype]
+    return _MIX[role] if case.dtype == "mix" else _DTYPE_OF[case.dtype]
 
 
 def _spikes(rng: np.random.Generator, shape: tuple[int, ...], density: float, case: Case) -> np.ndarray:
@@ -374,43 +286,33 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
     g = case.geometry()
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(case.name.encode())])
     xs, ks, ys = g.x_shape, g.kernel_shape, g.y_shape
+    dt = lambda role: dtype_of(case, role)
+    # the order of the draws fixes the values: x or pre_spike, kernel, d_out, then the rest
     if case.inputs == "sim":
+        x = pre = _spikes(rng, xs, case.density, case)  # the step's input is the presynaptic spike train itself
+        kernel = (rng.random(ks) * 0.5 + 0.01).astype(dt("kernel"))
+        # postsynaptic activity, a third as dense: a decoder's output fires less than its input
+        d_out = (rng.random(ys) < case.density / 3).astype(dt("d_out"))
+    else:
+        x, kernel = (rng.standard_normal(xs) + 0.3).astype(dt("x")), rng.uniform(-0.6, 1.4, ks).astype(dt("kernel"))
+        d_out = (rng.standard_normal(ys) - 0.2).astype(dt("d_out"))
         pre = _spikes(rng, xs, case.density, case)
-        return {
-            "x": pre,  # the step's input is the presynaptic spike train itself, one array, as in the seed
-            "kernel": (rng.random(ks) * 0.5 + 0.01).astype(dtype_of(case, "kernel")),
-            # postsynaptic activity, a third as dense: a decoder's output fires less than its input
-            "d_out": (rng.random(ys) < case.density / 3).astype(dtype_of(case, "d_out")),
-            "pre_spike": pre,
-            "pre_trace": rng.uniform(0.0, 1.0, xs).astype(dtype_of(case, "pre_trace")),
-            "post_spike": _spikes(rng, ys, case.density, case),
-            "post_trace": rng.uniform(0.0, 1.0, ys).astype(dtype_of(case, "post_trace")),
-        }
-    return {
-        "x": (rng.standard_normal(xs) + 0.3).astype(dtype_of(case, "x")),
-        "kernel": rng.uniform(-0.6, 1.4, ks).astype(dtype_of(case, "kernel")),
-        "d_out": (rng.standard_normal(ys) - 0.2).astype(dtype_of(case, "d_out")),
-        "pre_spike": _spikes(rng, xs, case.density, case),
-        "pre_trace": rng.uniform(0.0, 1.0, xs).astype(dtype_of(case, "pre_trace")),
-        "post_spike": _spikes(rng, ys, case.density, case),
-        "post_trace": rng.uniform(0.0, 1.0, ys).astype(dtype_of(case, "post_trace")),
-    }
+    pre_tr = rng.uniform(0.0, 1.0, xs).astype(dt("pre_trace"))
+    post = _spikes(rng, ys, case.density, case)
+    post_tr = rng.uniform(0.0, 1.0, ys).astype(dt("post_trace"))
+    return dict(x=x, kernel=kernel, d_out=d_out, pre_spike=pre, pre_trace=pre_tr, post_spike=post, post_trace=post_tr)
 
 
-# ----------------------------------------------------------------------------- grids
-
-
-def _pads(rng: np.random.Generator, kind: str, kernel: tuple[int, int]) -> Pads:
-    """Asymmetric explicit pads; ``negative`` has at least one negative (cropping) pad."""
-    lo_bound = -2 if kind == "negative" else 0
-    while True:
-        vals = [int(rng.integers(lo_bound, k + 1)) for k in (kernel[0], kernel[0], kernel[1], kernel[1])]
-        if kind == "explicit" or min(vals) < 0:
-            return ((vals[0], vals[1]), (vals[2], vals[3]))
-
-
-def _padding(rng: np.random.Generator, kind: str, kernel: tuple[int, int]) -> str | Pads:
-    return kind.upper() if kind in ("same", "valid") else _pads(rng, kind, kernel)
+def draw_padding(integers: Callable[[int, int], int], kind: str, kernel: tuple[int, int]) -> str | Pads | None:
+    """Padding of ``kind`` (one of :data:`PAD_KINDS`) for ``kernel``: ``"SAME"``/``"VALID"``, or asymmetric
+    explicit pads drawn by ``integers(lo, hi)`` (``hi`` included) in ``[lo, k]``, ``lo`` -2 for ``negative``
+    and 0 for ``explicit``. ``None`` when a ``negative`` draw has no negative (cropping) pad: the caller draws
+    again (:func:`full_grid`) or rejects the example (the Hypothesis strategy)."""
+    if kind in ("same", "valid"):
+        return kind.upper()
+    lo = -2 if kind == "negative" else 0
+    vals = [integers(lo, k) for k in (kernel[0], kernel[0], kernel[1], kernel[1])]
+    return ((vals[0], vals[1]), (vals[2], vals[3])) if kind == "explicit" or min(vals) < 0 else None
 
 
 @lru_cache(maxsize=4)
@@ -419,36 +321,28 @@ def full_grid() -> tuple[Case, ...]:
     mixed-dtype cases); channels, batch, STDP set and spike dtype rotate, seeded. Invalid
     geometries (empty output) are left out."""
     rng = np.random.default_rng(GRID_SEED)
-    cases: list[Case] = []
+    pick = lambda values: values[int(rng.integers(len(values)))]
+    integers = lambda lo, hi: int(rng.integers(lo, hi + 1))
+    sets, cases = list(STDP_PARAMS), []
     for stride, kind, kernel, size in itertools.product(STRIDES, PAD_KINDS, KERNELS, MAPS):
+        tries = 1 if kind in ("same", "valid") else 8  # explicit pads: redraw until the output is non-empty
         for dtype in ("f32", "f64", "mix") if rng.random() < 0.1 else ("f32", "f64"):
-            for _ in range(8):  # explicit pads: redraw until the output is non-empty
-                ci, co = CHANNELS[int(rng.integers(len(CHANNELS)))]
-                case = Case(
-                    stride=stride,
-                    padding=_padding(rng, kind, kernel),
-                    kernel=kernel,
-                    in_size=size,
-                    ci=ci,
-                    co=co,
-                    batch=BATCHES[int(rng.integers(len(BATCHES)))],
-                    dtype=dtype,
-                    stdp=list(STDP_PARAMS)[int(rng.integers(len(STDP_PARAMS)))],
-                    spikes=SPIKES[int(rng.integers(len(SPIKES)))],
-                )
+            for _ in range(tries):
+                ci, co = pick(CHANNELS)
+                while (padding := draw_padding(integers, kind, kernel)) is None:
+                    pass  # a "negative" draw without a negative pad: draw again
+                # the remaining draws in this order: batch, STDP set, spike dtype
+                case = Case(stride, padding, kernel, size, ci, co, pick(BATCHES), dtype, pick(sets), pick(SPIKES))
                 if case.is_valid():
                     cases.append(case)
-                    break
-                if kind in ("same", "valid"):
                     break
     return tuple(_unique([*cases, *(parse_case(n) for n in (*_CURATED, *LARGE_TIER))]))
 
 
 def _unique(cases: list[Case]) -> list[Case]:
+    """``cases`` without repeated names, first occurrences in order."""
     seen: dict[str, Case] = {}
-    for c in cases:
-        seen.setdefault(c.name, c)
-    return list(seen.values())
+    return [seen.setdefault(c.name, c) for c in cases if c.name not in seen]
 
 
 # Hand-picked cases: each exposes at least one self-test bug whatever the sample draws
@@ -512,38 +406,27 @@ def quick_grid() -> tuple[Case, ...]:
     full = full_grid()
     rng = np.random.default_rng(GRID_SEED + 1)
     chosen = [parse_case(n) for n in _CURATED]
-    axes = _axis_values
-
-    covered = {av for c in chosen for av in axes(c)}
-    want = {av for c in full for av in axes(c)}
+    covered = {av for c in chosen for av in _axis_values(c)}
+    want = {av for c in full for av in _axis_values(c)}
     order = list(rng.permutation(len(full)))
     while not want <= covered:  # greedy cover: the sampled case covering most missing values
-        best = max(order, key=lambda i: len(set(axes(full[i])) - covered))
+        best = max(order, key=lambda i: len(set(_axis_values(full[i])) - covered))
         chosen.append(full[best])
-        covered |= set(axes(full[best]))
+        covered |= set(_axis_values(full[best]))
         order.remove(best)
-    # Fill with sampled cases, avoiding the costliest maps to keep the grid fast.
-    for i in order:
-        if len(chosen) >= QUICK_SIZE:
-            break
-        c = full[i]
-        if c.in_size[0] * c.in_size[1] <= 144 and c.name not in LARGE_TIER:
-            chosen.append(c)
+    # Fill with sampled cases (in the permutation's order), avoiding the costliest maps to keep the grid fast.
+    cheap = [c for c in (full[i] for i in order) if c.in_size[0] * c.in_size[1] <= 144 and c.name not in LARGE_TIER]
+    chosen += cheap[: max(0, QUICK_SIZE - len(chosen))]
     return tuple(_unique([*chosen, *(parse_case(n) for n in LARGE_TIER)]))
 
 
+_AXES = ("stride", "padding", "kernel", "map", "channels", "batch", "dtype", "stdp", "spikes")
+
+
 def _axis_values(c: Case) -> list[tuple[str, Any]]:
-    return [
-        ("stride", c.stride),
-        ("padding", c.pad_kind),
-        ("kernel", c.kernel),
-        ("map", c.in_size),
-        ("channels", (c.ci, c.co)),
-        ("batch", c.batch),
-        ("dtype", c.dtype),
-        ("stdp", c.stdp),
-        ("spikes", c.spikes),
-    ]
+    """``[(axis, value)]`` of ``c`` for every axis of :data:`_AXES`."""
+    values = (c.stride, c.pad_kind, c.kernel, c.in_size, (c.ci, c.co), c.batch, c.dtype, c.stdp, c.spikes)
+    return list(zip(_AXES, values, strict=True))
 
 
 def coverage(cases: tuple[Case, ...] | list[Case]) -> dict[str, list[str]]:
@@ -560,10 +443,6 @@ GRIDS = ("quick", "full", "workloads")
 
 def grid(name: str, *, gpu: bool = False) -> tuple[Case, ...]:
     """``"quick"``, ``"full"`` or ``"workloads"`` (``gpu``: include the GPU-only workload)."""
-    if name == "quick":
-        return quick_grid()
-    if name == "full":
-        return full_grid()
-    if name == "workloads":
-        return workloads_grid(gpu)
-    raise ValueError(f"unknown grid {name!r}; expected one of {', '.join(GRIDS)} (or use the random grid)")
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; expected one of {', '.join(GRIDS)} (or use the random grid)")
+    return quick_grid() if name == "quick" else full_grid() if name == "full" else workloads_grid(gpu)

@@ -38,9 +38,6 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------- results
-
-
 @dataclass
 class OutputCheck:
     """How one output compared: mismatching elements, the worst element (by error/bound), its error
@@ -61,34 +58,25 @@ class OutputCheck:
     rel_max: float | None = None
     rel_index: tuple[int, ...] | None = None
 
-    @classmethod
-    def from_dict(cls, o: dict[str, Any]) -> OutputCheck:
-        """Inverse of the JSON record (:func:`convstdp.present.jsonable`: ``"inf"`` strings, lists)."""
-        conv = lambda k, v: v if v is None or k in ("output", "size", "mismatches") else _parse(k, v)  # noqa: E731
-        return cls(**{k: conv(k, v) for k, v in o.items()})
-
     def describe(self) -> str:
         """``assert_close``-style lines: mismatch count and share, greatest differences and where."""
         share = 100.0 * self.mismatches / max(self.size, 1)
+        lines = [f"{self.output}: mismatched elements: {self.mismatches} / {self.size} ({share:.1f}%)"]
+        for kind, most, at in (("absolute", self.abs_max, self.abs_index), ("relative", self.rel_max, self.rel_index)):
+            if most is not None and at is not None:
+                lines.append(f"  greatest {kind} difference: {most:.6g} at {at}")
         where = f"at {self.index}" if self.index is not None else ""
-        lines = [
-            f"{self.output}: mismatched elements: {self.mismatches} / {self.size} ({share:.1f}%)",
-            f"  greatest absolute difference: {self.abs_max:.6g} at {self.abs_index}"
-            if self.abs_max is not None and self.abs_index is not None
-            else "",
-            f"  greatest relative difference: {self.rel_max:.6g} at {self.rel_index}"
-            if self.rel_max is not None and self.rel_index is not None
-            else "",
+        last = (
             f"  worst against its bound {where}: got {self.got:.9g}, expected {self.expected:.9g}, "
             f"error {self.error:.3g} > bound {self.bound:.3g} ({self.ratio:.3g}x)"
             if self.got is not None
-            else f"  error/bound {self.ratio:.3g}",
-        ]
-        return "\n".join(line for line in lines if line)
+            else f"  error/bound {self.ratio:.3g}"
+        )
+        return "\n".join([*lines, last])
 
 
-def _parse(key: str, v: Any) -> Any:
-    return tuple(v) if key.endswith("index") else float(v)
+# A failed result's check, by a word in its problems (the first that matches), else by its operator.
+_CHECK_BY_WORD = (("in place", "inputs modified"), ("dtype", "dtype"), ("shape", "shape"), ("returned", "shape"))
 
 
 @dataclass
@@ -128,21 +116,10 @@ class Result:
     def check(self) -> str:
         """Which check this result failed: ``values``, ``adjoint``, ``dtype``, ``shape``,
         ``inputs modified``, ``raised`` or ``crash`` (``""`` when it did not fail)."""
-        if not self.failed:
-            return ""
-        if self.status == "error":
-            return "raised"
-        if self.status == "crash":
-            return "crash"
-        for word, label in (
-            ("in place", "inputs modified"),
-            ("dtype", "dtype"),
-            ("shape", "shape"),
-            ("returned", "shape"),
-        ):
-            if any(word in p for p in self.problems):
-                return label
-        return "adjoint" if self.operator == "adjoint" else "values"
+        if self.status != "fail":
+            return {"error": "raised", "crash": "crash"}.get(self.status, "")
+        by_word = (label for word, label in _CHECK_BY_WORD if any(word in p for p in self.problems))
+        return next(by_word, "adjoint" if self.operator == "adjoint" else "values")
 
     def message(self) -> str:
         """A diagnostic: case, backend, operator, and what went wrong where (one line per output)."""
@@ -157,11 +134,11 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "seconds": round(self.seconds, 6)}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Result:
-        ratio = d.get("ratio")
-        outputs = [OutputCheck.from_dict(o) for o in d.get("outputs", [])]
-        return cls(**{**d, "ratio": None if ratio is None else float(ratio), "outputs": outputs})
+    def settle(self) -> None:
+        """The worst ratio over the outputs; ``fail`` on any problem or mismatch."""
+        self.ratio = max((o.ratio for o in self.outputs), default=None)
+        if self.problems or any(o.mismatches for o in self.outputs):
+            self.status = "fail"
 
 
 def compare(name: str, got: np.ndarray, exp: Expected, policy: tol.Policy) -> OutputCheck:
@@ -174,31 +151,14 @@ def compare(name: str, got: np.ndarray, exp: Expected, policy: tol.Policy) -> Ou
     r = tol.ratio(err, bnd)
     if r.size == 0:
         return OutputCheck(name, 0, 0, 0.0, None, None, None, None, None)
-    i = int(np.argmax(r))
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(err == 0, 0.0, err / np.abs(exp.value))
-    err_n = np.where(np.isnan(err), np.inf, err)
-    rel_n = np.where(np.isnan(rel), np.inf, rel)
-    ia, ir = int(np.argmax(err_n)), int(np.argmax(rel_n))
-
-    def at(k: int) -> tuple[int, ...]:
-        return tuple(int(v) for v in np.unravel_index(k, r.shape))
-
-    return OutputCheck(
-        name,
-        int(r.size),
-        int(np.count_nonzero(~(r <= 1.0))),
-        float(r.flat[i]),
-        at(i),
-        float(g.flat[i]),
-        float(exp.value.flat[i]),
-        float(err.flat[i]),
-        float(bnd.flat[i]),
-        float(err_n.flat[ia]),
-        at(ia),
-        float(rel_n.flat[ir]),
-        at(ir),
-    )
+    err_n, rel_n = (np.where(np.isnan(a), np.inf, a) for a in (err, rel))
+    i, ia, ir = (int(np.argmax(a)) for a in (r, err_n, rel_n))
+    at = [tuple(int(v) for v in np.unravel_index(k, r.shape)) for k in (i, ia, ir)]
+    worst = (float(r.flat[i]), at[0], *(float(a.flat[i]) for a in (g, exp.value, err, bnd)))
+    greatest = (float(err_n.flat[ia]), at[1], float(rel_n.flat[ir]), at[2])
+    return OutputCheck(name, int(r.size), int(np.count_nonzero(~(r <= 1.0))), *worst, *greatest)
 
 
 def _brief_error(err: BaseException) -> str:
@@ -225,9 +185,7 @@ def declared_unsupported(backend: Any, case: Case) -> str | None:
     """Why ``case`` lies outside the subset ``backend`` declares (``impl.unsupported(geometry)``),
     or ``None``: inside it, or the backend declares no subset (then it must support everything)."""
     decl = getattr(backend.impl, "unsupported", None)
-    if not callable(decl):
-        return None
-    reason = decl(case.geometry())
+    reason = decl(case.geometry()) if callable(decl) else None
     return str(reason) if reason else None
 
 
@@ -237,41 +195,38 @@ def _call(backend: Any, case: Case, inputs: Inputs, op: Operator) -> tuple[list[
     return outs, list(dict.fromkeys(taken))
 
 
+def _raised(backend: Any, err: Exception) -> str:
+    if not isinstance(err, NotImplementedError):
+        return _brief_error(err)
+    if callable(getattr(backend.impl, "unsupported", None)):
+        return f"raised NotImplementedError inside the subset it declares (impl.unsupported): {err}"
+    return (
+        "raised NotImplementedError and it declares no supported subset (impl.unsupported), "
+        f"so it must support every case: {err}"
+    )
+
+
 def run_operator(
     backend: Any, case: Case, inputs: Inputs, op: Operator, exp: Expectation, precision: str = "highest"
 ) -> tuple[Result, list]:
     """Run one operator on one case, checked at ``precision`` (a row of the tolerance table, chosen
     by the registry or the user, never by the backend); returns its :class:`Result` and outputs."""
     copies = {a: inputs[a].copy() for a in op.args}
+    res = Result(case.name, backend.name, op.name, "pass")
     t0 = time.perf_counter()
     try:
-        outs, taken = _call(backend, case, inputs, op)
-    except NotImplementedError as err:
-        why = (
-            "inside the subset it declares (impl.unsupported)"
-            if callable(getattr(backend.impl, "unsupported", None))
-            else "and it declares no supported subset (impl.unsupported), so it must support every case"
-        )
-        return Result(
-            case.name,
-            backend.name,
-            op.name,
-            "error",
-            error=f"raised NotImplementedError {why}: {err}",
-            seconds=time.perf_counter() - t0,
-        ), []
+        outs, res.paths = _call(backend, case, inputs, op)
     except Exception as err:  # every failure is recorded; the run goes on
-        return Result(
-            case.name, backend.name, op.name, "error", error=_brief_error(err), seconds=time.perf_counter() - t0
-        ), []
-    seconds = time.perf_counter() - t0
-    expected = exp.ops[op.name]
-    res = Result(case.name, backend.name, op.name, "pass", seconds=seconds, paths=taken)
+        res.status, res.error = "error", _raised(backend, err)
+    res.seconds = time.perf_counter() - t0
+    if res.error:
+        return res, []
     modified = [a for a in op.args if not np.array_equal(inputs[a], copies[a])]
     if modified:
         res.problems.append(f"modified its input(s) in place: {', '.join(modified)}")
         for a in modified:  # restore, so the next operator sees the case's real inputs
             inputs[a][...] = copies[a]
+    expected = exp.ops[op.name]
     if len(outs) != len(expected):
         res.problems.append(f"returned {len(outs)} arrays, expected {len(expected)} ({', '.join(expected)})")
         res.status = "fail"
@@ -289,9 +244,7 @@ def run_operator(
         if got.dtype != e.dtype:
             res.problems.append(f"{name} has dtype {got.dtype}, expected {e.dtype} (SPEC §4)")
         res.outputs.append(compare(name, got, e, policy))
-    res.ratio = max((o.ratio for o in res.outputs), default=None)
-    if res.problems or any(o.mismatches for o in res.outputs):
-        res.status = "fail"
+    res.settle()
     return res, outs
 
 
@@ -300,11 +253,14 @@ def adjoint_inputs(case: Case, seed: int) -> Inputs:
     values the operators were checked on (so the identities are a second route to the truth)."""
     g = case.geometry()
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(f"adjoint/{case.name}".encode())])
-    return {
-        "x": rng.standard_normal(g.x_shape).astype(dtype_of(case, "x")),
-        "kernel": rng.standard_normal(g.kernel_shape).astype(dtype_of(case, "kernel")),
-        "d_out": rng.standard_normal(g.y_shape).astype(dtype_of(case, "d_out")),
-    }
+    shapes = {"x": g.x_shape, "kernel": g.kernel_shape, "d_out": g.y_shape}
+    return {a: rng.standard_normal(s).astype(dtype_of(case, a)) for a, s in shapes.items()}
+
+
+def _inner(a: np.ndarray, b: np.ndarray, other: np.ndarray, bound: np.ndarray) -> tuple[float, float, float]:
+    """``<a, b>``, its slack ``Σ|other|·B`` (``B`` the bound of the backend's output among ``a``,
+    ``b``) and its magnitude ``<|a|, |b|>``."""
+    return float(np.vdot(a, b)), float(np.vdot(abs(other), bound)), float(np.vdot(abs(a), abs(b)))
 
 
 def adjoint_check(backend: Any, case: Case, seed: int = 0, precision: str = "highest") -> Result:
@@ -316,52 +272,40 @@ def adjoint_check(backend: Any, case: Case, seed: int = 0, precision: str = "hig
     such terms (plus float64 rounding of the inner products themselves).
     """
     inputs = adjoint_inputs(case, seed)
-    exp = expect(case, inputs)
+    exp = {n: next(iter(outs.values())) for n, outs in expect(case, inputs).ops.items()}
     res = Result(case.name, backend.name, "adjoint", "pass")
-    outs: dict[str, np.ndarray] = {}
-    for name in ("deconv2d", "deconv2d_dk", "deconv2d_dx"):
+    got: dict[str, np.ndarray] = {}
+    for name in exp:
         try:
-            (out,), taken = _call(backend, case, inputs, OPS[name])
+            (got[name],), taken = _call(backend, case, inputs, OPS[name])
         except Exception as err:
             res.status, res.error = "error", f"{name} raised {_brief_error(err)}"
             return res
         res.paths.extend(p for p in taken if p not in res.paths)
-        outs[name] = out
-    y, dk, dx = outs["deconv2d"], outs["deconv2d_dk"], outs["deconv2d_dx"]
-    x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
-    ey, ek, ex = exp.ops["deconv2d"]["y"], exp.ops["deconv2d_dk"]["dK"], exp.ops["deconv2d_dx"]["dX"]
-    for got, e, label in ((y, ey, "y"), (dk, ek, "dK"), (dx, ex, "dX")):
-        if got.shape != e.value.shape:
-            res.status = "fail"
-            res.problems.append(f"{label} has shape {got.shape}, expected {e.value.shape}")
+    res.problems = [
+        f"{OPS[n].outputs[0]} has shape {got[n].shape}, expected {e.value.shape}"
+        for n, e in exp.items()
+        if got[n].shape != e.value.shape
+    ]
     if res.problems:
-        return res
-    pol_y, pol_k, pol_x = (tol.policy_for(e.dtype, precision) for e in (ey, ek, ex))
-    y64, dk64, dx64 = _f64(y), _f64(dk), _f64(dx)
-    vals = {"<y,d>": float(np.vdot(y64, d)), "<x,dX>": float(np.vdot(x, dx64)), "<K,dK>": float(np.vdot(k, dk64))}
-    slack = {
-        "<y,d>": float(np.vdot(abs(d), tol.bound(ey.scale, pol_y))),
-        "<x,dX>": float(np.vdot(abs(x), tol.bound(ex.scale, pol_x))),
-        "<K,dK>": float(np.vdot(abs(k), tol.bound(ek.scale, pol_k))),
-    }
-    mags = {
-        "<y,d>": float(np.vdot(abs(y64), abs(d))),
-        "<x,dX>": float(np.vdot(abs(x), abs(dx64))),
-        "<K,dK>": float(np.vdot(abs(k), abs(dk64))),
-    }
-    res.policy = max((pol_y, pol_k, pol_x), key=lambda p: p.u).name
-    for other in ("<x,dX>", "<K,dK>"):
-        gap = abs(vals["<y,d>"] - vals[other])
-        n = y.size + (x.size if other == "<x,dX>" else k.size)
-        bnd = slack["<y,d>"] + slack[other] + tol.POLICY["float64"].u * n * (mags["<y,d>"] + mags[other])
-        bnd = max(bnd, tol.POLICY["float64"].tiny)
-        r = gap / bnd if np.isfinite(gap) else np.inf
-        res.outputs.append(
-            OutputCheck(f"<y,d> vs {other}", 1, int(not r <= 1.0), float(r), None, vals[other], vals["<y,d>"], gap, bnd)
-        )
-    res.ratio = max(o.ratio for o in res.outputs)
-    if any(o.mismatches for o in res.outputs):
         res.status = "fail"
+        return res
+    pols = {n: tol.policy_for(e.dtype, precision) for n, e in exp.items()}
+    res.policy = max(pols.values(), key=lambda p: p.u).name
+    bnd = {n: tol.bound(e.scale, pols[n]) for n, e in exp.items()}
+    x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
+    y, dk, dx = (_f64(got[n]) for n in ("deconv2d", "deconv2d_dk", "deconv2d_dx"))
+    v0, s0, m0 = _inner(y, d, d, bnd["deconv2d"])
+    u, tiny = tol.POLICY["float64"].u, tol.POLICY["float64"].tiny
+    for label, (v, s, m), size in (
+        ("<x,dX>", _inner(x, dx, x, bnd["deconv2d_dx"]), x.size),
+        ("<K,dK>", _inner(k, dk, k, bnd["deconv2d_dk"]), k.size),
+    ):
+        gap = abs(v0 - v)
+        bound = max(s0 + s + u * (y.size + size) * (m0 + m), tiny)
+        r = gap / bound if np.isfinite(gap) else np.inf
+        res.outputs.append(OutputCheck(f"<y,d> vs {label}", 1, int(not r <= 1.0), float(r), None, v, v0, gap, bound))
+    res.settle()
     return res
 
 

@@ -10,7 +10,8 @@ float64 quantities the bound is built from: ``S = B(a, b)`` (the value), ``R = s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from convstdp.conformance.operators import OPS, Inputs
 from convstdp.reference import ops as ref
 
 __all__ = ["Expected", "Expectation", "SumStats", "expect", "sum_stats"]
+
+Bilinear = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -50,13 +53,10 @@ class SumStats:
     rms: np.ndarray
     count: np.ndarray
 
-    def scale(
-        self,
-        extra_products: float = tol.EXTRA_ROUNDINGS["sum_products"],
-        extra_values: float = tol.EXTRA_ROUNDINGS["sum_values"],
-    ) -> np.ndarray:
+    def scale(self) -> np.ndarray:
         """:func:`convstdp.conformance.tolerance.sum_scale` of these statistics (the output's shape)."""
-        return tol.sum_scale(self.value, self.rms, self.count, extra_products, extra_values)
+        e = tol.EXTRA_ROUNDINGS
+        return tol.sum_scale(self.value, self.rms, self.count, e["sum_products"], e["sum_values"])
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -71,9 +71,7 @@ def _unit(a: np.ndarray) -> tuple[np.ndarray, float]:
     return a / m, m
 
 
-def sum_stats(
-    op: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray, b: np.ndarray, a_terms: np.ndarray | None = None
-) -> SumStats:
+def sum_stats(op: Bilinear, a: np.ndarray, b: np.ndarray, a_terms: np.ndarray | None = None) -> SumStats:
     """:class:`SumStats` of the bilinear ``op(a, b)`` (float64 arrays; ``op`` the reference operator
     with its geometry bound). Three reference runs: values, squares, non-zero indicators.
 
@@ -94,41 +92,36 @@ def expect(case: Case, inputs: Inputs) -> Expectation:
     ``x``, ``kernel`` and ``d_out`` (the adjoint check's own inputs)."""
     g = case.geometry()
     kw: dict[str, Any] = dict(stride=g.stride, padding=g.pads)
-    ks = g.kernel_size
+    sums: dict[str, Bilinear] = {
+        "deconv2d": partial(ref.deconv2d, **kw),
+        "deconv2d_dk": partial(ref.deconv2d_dk, kernel_size=g.kernel_size, **kw),
+        "deconv2d_dx": partial(ref.deconv2d_dx, **kw),
+    }
     x, k, d = (_f64(inputs[a]) for a in ("x", "kernel", "d_out"))
     dt = {
         name: geometry.result_dtype(*(np.dtype(inputs[a].dtype) for a in op.args))
         for name, op in OPS.items()
         if all(a in inputs for a in op.args)
     }
-    p = case.params
+    ops: dict[str, dict[str, Expected]] = {}
+    for name, a, b in (("deconv2d", x, k), ("deconv2d_dk", x, d), ("deconv2d_dx", k, d)):
+        st = sum_stats(sums[name], a, b)
+        ops[name] = {OPS[name].outputs[0]: Expected(st.value, st.scale(), dt[name])}
+    if "stdp_update" in dt:
+        ops |= _stdp(inputs, case.params, sums, dt, ops["deconv2d"]["y"])
+    return Expectation(case, ops)
 
-    def fwd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ref.deconv2d(a, b, **kw)
 
-    def dk(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ref.deconv2d_dk(a, b, kernel_size=ks, **kw)
-
-    def dx(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ref.deconv2d_dx(a, b, **kw)
-
-    st_y = sum_stats(fwd, x, k)
-    st_k = sum_stats(dk, x, d)
-    st_x = sum_stats(dx, k, d)
-    y = Expected(st_y.value, st_y.scale(), dt["deconv2d"])
-    dk_exp = Expected(st_k.value, st_k.scale(), dt["deconv2d_dk"])
-    dx_exp = Expected(st_x.value, st_x.scale(), dt["deconv2d_dx"])
-    conv = {"deconv2d": {"y": y}, "deconv2d_dk": {"dK": dk_exp}, "deconv2d_dx": {"dX": dx_exp}}
-    if "stdp_update" not in dt:
-        return Expectation(case, conv)
+def _dw(
+    inputs: Inputs, p: dict[str, Any], dk: Bilinear, out: np.dtype
+) -> tuple[SumStats, SumStats, np.ndarray, np.ndarray]:
+    """``(ltp, ltd, dW, scale of dW)``: ``dW`` composed of its two sums (tolerance module docstring,
+    "Composed outputs"), on a result of dtype ``out``."""
     prs, prt, pos, pot = (_f64(inputs[a]) for a in ("pre_spike", "pre_trace", "post_spike", "post_trace"))
-
-    # stdp_update, composed (tolerance module docstring, "Composed outputs").
-    tgt, a_plus, a_minus = p["pretrace_target"], p["A_plus"], p["A_minus"]
-    eta, w_decay, w_bound = p["eta"], p["w_decay"], p["w_bound"]
+    tgt, a_plus = p["pretrace_target"], p["A_plus"]
     # With a shift, every pre_trace element is a term that can round (fl(pre_trace - target)).
     ltp = sum_stats(dk, prt - tgt, a_plus * pos, np.ones(prt.shape, bool) if tgt != 0 else None)
-    ltd = sum_stats(dk, prs, a_minus * pot)
+    ltd = sum_stats(dk, prs, p["A_minus"] * pot)
     e = tol.EXTRA_ROUNDINGS
     dw = ltp.value - ltd.value
     s_dw = (
@@ -141,12 +134,22 @@ def expect(case: Case, inputs: Inputs) -> Expectation:
     )
     if tgt != 0:  # fl(pretrace_target) shifts every LTP term by the same relative amount
         s_dw = s_dw + abs(tgt * a_plus) * dk(np.ones_like(prt), abs(pos))
-    if tgt != 0 and np.dtype(inputs["pre_trace"].dtype).itemsize < dt["stdp_update"].itemsize:
+    if tgt != 0 and np.dtype(inputs["pre_trace"].dtype).itemsize < out.itemsize:
         # Narrow traces in a wider sum: every term carries the same low-order bits (the target's), so
         # the target part's roundings add up instead of averaging out: u·|tgt·A+|·max|post|·m²/2 for
         # m terms summed in sequence (tolerance module docstring, "Composed outputs").
         m = dk(np.ones_like(prt), (pos != 0).astype(np.float64))
         s_dw = s_dw + abs(tgt * a_plus) * np.abs(pos).max(initial=0.0) * m * m / 2
+    return ltp, ltd, dw, s_dw
+
+
+def _stdp(inputs: Inputs, p: dict[str, Any], sums: dict[str, Bilinear], dt: dict[str, np.dtype], y: Expected) -> Any:
+    """The expectations of ``stdp_update`` (composed) and ``stdp_step`` (``y`` as ``deconv2d``'s, and
+    ``dX`` through the updated filters: its own sum, plus W's bound carried through dX)."""
+    k, pos = _f64(inputs["kernel"]), _f64(inputs["post_spike"])
+    dx = sums["deconv2d_dx"]
+    ltp, ltd, dw, s_dw = _dw(inputs, p, sums["deconv2d_dk"], dt["stdp_update"])
+    eta, w_decay, w_bound = p["eta"], p["w_decay"], p["w_bound"]
     v = k + eta * dw
     if w_decay > 0:
         v = v - w_decay * k
@@ -154,24 +157,15 @@ def expect(case: Case, inputs: Inputs) -> Expectation:
     # Clipping is 1-Lipschitz: the unclipped value's bound carries over.
     s_w = (
         abs(eta) * s_dw
-        + e["W_terms"] * (abs(eta) * (abs(ltp.value) + abs(ltd.value)) + abs(k) * (1 + abs(w_decay)))
+        + tol.EXTRA_ROUNDINGS["W_terms"] * (abs(eta) * (abs(ltp.value) + abs(ltd.value)) + abs(k) * (1 + abs(w_decay)))
         + abs(v)
         + abs(w_new)
     )
-    st = dt["stdp_update"]
-    w_exp, dw_exp = Expected(w_new, s_w, st), Expected(dw, s_dw, st)
-
-    # stdp_step: dX through the updated filters: its own sum, plus W's bound carried through dX.
     st_dx = sum_stats(dx, w_new, pos, (w_new != 0) | (s_w > 0))  # a backend's W' may be non-zero
-    s_step_dx = st_dx.scale() + dx(s_w, abs(pos))
-    sd = dt["stdp_step"]
-    step = {
-        "y": Expected(y.value, y.scale, sd),
-        "W'": Expected(w_new, s_w, sd),
-        "dW": Expected(dw, s_dw, sd),
-        "dX": Expected(st_dx.value, s_step_dx, sd),
+    up, sd = dt["stdp_update"], dt["stdp_step"]
+    update = {"W'": Expected(w_new, s_w, up), "dW": Expected(dw, s_dw, up)}
+    step = {n: replace(e, dtype=sd) for n, e in (("y", y), *update.items())}
+    return {
+        "stdp_update": update,
+        "stdp_step": step | {"dX": Expected(st_dx.value, st_dx.scale() + dx(s_w, abs(pos)), sd)},
     }
-    return Expectation(
-        case,
-        {**conv, "stdp_update": {"W'": w_exp, "dW": dw_exp}, "stdp_step": step},
-    )

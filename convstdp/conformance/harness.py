@@ -2,27 +2,27 @@
 
 :func:`run` computes each case's expectation once (the reference in float64) and checks every
 backend against it. :func:`run_isolated` runs each backend in a child process
-(``python -m convstdp conformance --worker ...``): a hard abort (XLA, a segfault) is recorded as
-a ``crash`` of the case in flight, and the child is restarted after it.
+(spawned with :mod:`multiprocessing`): a hard abort (XLA, a segfault) is recorded as a ``crash``
+of the case in flight, and a new child goes on after it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from convstdp import backends as _backends
 from convstdp import paths as _paths
-from convstdp.conformance.cases import Case, make_inputs
+from convstdp.conformance.cases import Case, case_from_text, make_inputs
 from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
-from convstdp.present import dumps
 from convstdp.progress import Progress
 
 __all__ = ["BackendRun", "run", "run_isolated", "Progress", "resolve_backends"]
@@ -68,15 +68,13 @@ class BackendRun:
         out = []
         if self.info.get("status", "ok") == "ok" and self.checked == 0:
             out.append(f"{self.name}: checked no case (every case unsupported, or none ran): a backend must check one")
-        declared = set(self.info.get("paths") or [])
-        cov = self.path_coverage()
-        if declared:
-            undeclared = sorted(p for p in cov if p not in declared)
-            if undeclared:
-                out.append(f"{self.name}: noted path(s) it does not declare: {', '.join(undeclared)}")
-            missed = sorted(p for p in declared if cov.get(p, 0) == 0)
-            if require_paths and missed:
-                out.append(f"{self.name}: the grid exercised no case on path(s) {', '.join(missed)}")
+        declared, cov = set(self.info.get("paths") or []), self.path_coverage()
+        undeclared = sorted(p for p in cov if declared and p not in declared)
+        missed = sorted(p for p in declared if cov.get(p, 0) == 0) if require_paths else []
+        if undeclared:
+            out.append(f"{self.name}: noted path(s) it does not declare: {', '.join(undeclared)}")
+        if missed:
+            out.append(f"{self.name}: the grid exercised no case on path(s) {', '.join(missed)}")
         return out
 
 
@@ -151,15 +149,12 @@ def run(
     operators: Sequence[str] | None = None,
     stop_on_failure: bool = False,
     progress: Progress | None = None,
-    on_result: Callable[[Result], None] | None = None,
-    on_case_start: Callable[[Case], None] | None = None,
     precision: str | None = None,
 ) -> list[BackendRun]:
     """Check every backend on every case; the expectation of a case is computed once.
 
-    ``stop_on_failure`` stops a backend at its first failing case (the self-test's early exit).
-    ``on_result`` sees each result as it comes (the isolated worker streams them). ``precision``
-    overrides the registry's precision for every backend (the user's ``--precision``).
+    ``stop_on_failure`` stops a backend at its first failing case (the self-test's early exit);
+    ``precision`` overrides the registry's for every backend (the user's ``--precision``).
     """
     runs = [BackendRun(be.name, info=backend_info(be, precision)) for be in backends]
     ops = tuple(operators or OPERATOR_NAMES)
@@ -168,23 +163,16 @@ def run(
         active = [(be, r) for be, r in zip(backends, runs, strict=True) if not r.stopped_early]
         if not active:
             break
-        if on_case_start is not None:
-            on_case_start(case)
         inputs = make_inputs(case, seed)
         exp = expect(case, inputs)
         for be, br in active:
             t0 = time.perf_counter()
             results = check_case(be, case, inputs, exp, ops, seed=seed, precision=br.info["precision"])
             dt = time.perf_counter() - t0
-            if not br.results:
-                br.first_case_s = dt
+            br.first_case_s = br.first_case_s if br.results else dt
             br.seconds += dt
             br.results.extend(results)
-            if on_result is not None:
-                for r in results:
-                    on_result(r)
-            if stop_on_failure and any(r.failed for r in results):
-                br.stopped_early = True
+            br.stopped_early = stop_on_failure and any(r.failed for r in results)
             if progress is not None:
                 progress.advance(f"{be.name} {case.name}")
     return runs
@@ -203,152 +191,104 @@ def run_isolated(
     timeout_s: float | None = None,
     precision: str | None = None,
 ) -> list[BackendRun]:
-    """Each backend in its own child process; a child that dies mid-case records a ``crash``
-    for that case (every operator) and is restarted on the cases after it."""
-    ops = tuple(operators or OPERATOR_NAMES)
-    runs = []
+    """Each backend in its own child process: a child that dies (an abort, a segfault) or outlives
+    ``timeout_s`` mid-case records a ``crash`` for that case (every operator), and a new child
+    takes the cases after it."""
+    ops, runs = tuple(operators or OPERATOR_NAMES), []
     for name in names:
-        br = BackendRun(name)
-        remaining = list(cases)
-        while remaining:
-            child = _Child(name, seed, ops, precision, timeout_s)
-            child.run(remaining, br, progress)
-            if child.rc in (0, 1) and not child.killed:
-                break
-            if not child.done and child.started is None and child.rc == 2:
-                br.info = {"status": "unavailable", "reason": child.last_error_line()}
-                break
-            culprit = child.started or remaining[0].name  # the case it had started killed it
-            for op in ops:
-                br.results.append(Result(culprit, name, op, "crash", error=child.why()))
+        br, child = BackendRun(name), None
+        for case in cases:
+            kind = "ready"
+            if child is None:
+                child = _Child(name, seed, ops, precision)
+                (kind, got), why = child.receive(timeout_s)
+                if kind == "info":
+                    br.info, kind = got, "ready"
+                elif not why.startswith("timed out"):  # no library, or a backend that cannot load at all
+                    _child_failed(br, case, ops, kind, got or why + child.stderr_tail())
+                    break
+            if kind == "ready":
+                child.conn.send(case.name)
+                (kind, got), why = child.receive(timeout_s)
+            if kind == "results":
+                br.results += got[0]
+                br.first_case_s = br.first_case_s or got[1]
+            else:
+                br.results += [Result(case.name, name, op, "crash", error=why + child.stderr_tail()) for op in ops]
+                br.seconds += child.close()
+                child = None
             if progress is not None:
-                progress.advance(f"{name} {culprit} (crash)")
-            names_left = [c.name for c in remaining]
-            remaining = remaining[names_left.index(culprit) + 1 if culprit in names_left else 1 :]
+                progress.advance(f"{name} {case.name}" + ("" if kind == "results" else " (crash)"))
+        if child is not None:
+            br.seconds += child.close()
         runs.append(br)
     return runs
 
 
-@dataclass
-class _Child:
-    """One worker process of :func:`run_isolated` and how it ended."""
-
-    name: str
-    seed: int
-    ops: tuple[str, ...]
-    precision: str | None
-    timeout_s: float | None
-    rc: int | None = None
-    stderr: str = ""
-    killed: str = ""
-    started: str | None = None
-    done: set[str] = field(default_factory=set)
-
-    def _command(self, cases_file: str, out_file: str) -> list[str]:
-        return [
-            sys.executable,
-            *("-m", "convstdp", "conformance", "--backend", self.name, "--seed", str(self.seed)),
-            *("--worker-cases", cases_file, "--worker-out", out_file),
-            *[a for op in self.ops for a in ("--operator", op)],
-            *(("--precision", self.precision) if self.precision else ()),
+def _child_failed(br: BackendRun, case: Case, ops: Sequence[str], kind: str | None, why: str) -> None:
+    """A child that could not load its backend: unavailable (no library: a usage error upstream), else
+    an error of the first case (convstdp's own code or the factory is broken)."""
+    if kind == "unavailable":
+        br.info = {"status": "unavailable", "reason": why}
+    else:
+        br.results += [
+            Result(case.name, br.name, op, "error", error=f"the backend failed to load: {why}") for op in ops
         ]
 
-    def run(self, cases: Sequence[Case], br: BackendRun, progress: Progress | None) -> None:
-        """Run the worker on ``cases``, streaming its results into ``br`` until it exits or times out."""
-        with tempfile.TemporaryDirectory(prefix="convstdp-conf-") as tmp:
-            cases_file, out_file = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.jsonl")
-            with open(cases_file, "w") as fh:
-                json.dump([c.name for c in cases], fh)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                self._command(cases_file, out_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-            )
-            seen, finished = 0, False
-            while not finished:
-                try:
-                    proc.wait(timeout=0.2)
-                    finished = True
-                except subprocess.TimeoutExpired:
-                    if self.timeout_s is not None and time.perf_counter() - t0 > self.timeout_s:
-                        proc.kill()
-                        proc.wait()
-                        self.killed, finished = f"timed out after {self.timeout_s:.0f} s", True
-                seen, self.started = _drain(out_file, seen, br, self.done, self.started, progress)
-            br.seconds += time.perf_counter() - t0
-            self.stderr = proc.stderr.read() if proc.stderr else ""
-            self.rc = proc.returncode
 
-    def last_error_line(self) -> str:
-        return self.stderr.strip().splitlines()[-1] if self.stderr.strip() else f"exit {self.rc}"
+class _Child:
+    """One spawned worker of :func:`run_isolated` (:func:`_serve`), its pipe and its stderr file."""
 
-    def why(self) -> str:
-        rc = self.rc or 0
-        why = self.killed or f"child process exited with {rc}" + (f" (signal {-rc})" if rc < 0 else "")
-        return f"{why}: " + " | ".join(self.stderr.strip().splitlines()[-3:])
+    def __init__(self, name: str, seed: int, ops: tuple[str, ...], precision: str | None) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of ours is forked
+        self.conn, theirs = ctx.Pipe()
+        fd, self.log = tempfile.mkstemp(prefix="convstdp-conf-", suffix=".stderr")
+        os.close(fd)
+        self.proc = ctx.Process(target=_serve, args=(name, seed, ops, precision, theirs, self.log), daemon=True)
+        self.t0 = time.perf_counter()
+        self.proc.start()
+
+    def receive(self, timeout_s: float | None) -> tuple[tuple[str | None, Any], str]:
+        """``((kind, payload), "")``: the child's next message; ``((None, None), why)`` if it died or
+        ran past ``timeout_s`` (counted from its start) first."""
+        while True:
+            with contextlib.suppress(EOFError, OSError):
+                if self.conn.poll(0.2):
+                    return self.conn.recv(), ""
+            if not self.proc.is_alive():
+                rc = self.proc.exitcode or 0
+                return (None, None), f"child process exited with {rc}" + (f" (signal {-rc})" if rc < 0 else "")
+            if timeout_s is not None and time.perf_counter() - self.t0 > timeout_s:
+                self.proc.kill()
+                return (None, None), f"timed out after {timeout_s:.0f} s"
+
+    def stderr_tail(self) -> str:
+        lines = Path(self.log).read_text(errors="replace").strip().splitlines()
+        return ": " + " | ".join(lines[-3:]) if lines else ""
+
+    def close(self) -> float:
+        """Stop the child (asking first), remove its files; returns the seconds it lived."""
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        Path(self.log).unlink(missing_ok=True)
+        return time.perf_counter() - self.t0
 
 
-def _drain(
-    path: str, seen: int, br: BackendRun, done: set[str], started: str | None, progress: Progress | None
-) -> tuple[int, str | None]:
-    """Read the worker's new JSON lines: ``start``/``end`` markers, results and backend info."""
+def _serve(name: str, seed: int, ops: tuple[str, ...], precision: str | None, conn: Any, log: str) -> None:
+    """The child side of :func:`run_isolated`: load the backend, then check each case name sent,
+    replying with ``(results, seconds)``, until sent ``None``. Its stderr goes to ``log``."""
+    os.dup2(os.open(log, os.O_WRONLY | os.O_APPEND), 2)
     try:
-        with open(path) as fh:
-            lines = fh.readlines()
-    except FileNotFoundError:
-        return seen, started
-    for line in lines[seen:]:
-        if not line.endswith("\n"):
-            break  # a line still being written
-        seen += 1
-        rec = json.loads(line)
-        kind = rec.get("kind")
-        if kind == "info":
-            br.info = rec["info"]
-        elif kind == "start":
-            started = rec["case"]
-        elif kind == "end":
-            done.add(rec["case"])
-            started = None
-            if not br.first_case_s:
-                br.first_case_s = rec.get("seconds", 0.0)
-            if progress is not None:
-                progress.advance(f"{br.name} {rec['case']}")
-        elif kind == "result":
-            br.results.append(Result.from_dict(rec["result"]))
-    return seen, started
-
-
-def worker(
-    backend_name: str,
-    case_names: Sequence[str],
-    out_path: str,
-    *,
-    seed: int,
-    operators: Sequence[str],
-    precision: str | None = None,
-) -> int:
-    """The child side of :func:`run_isolated`: stream one JSON line per event, flushed."""
-    from convstdp.conformance.cases import case_from_text
-
-    be = _backends.get_backend(backend_name)
-    cases = [case_from_text(n) for n in case_names]
-    with open(out_path, "a", buffering=1) as fh:
-
-        def emit(rec: dict[str, Any]) -> None:
-            fh.write(dumps(rec, indent=None) + "\n")
-            fh.flush()
-
-        emit({"kind": "info", "info": backend_info(be, precision)})
-        for case in cases:
-            emit({"kind": "start", "case": case.name})
-            t0 = time.perf_counter()
-            run(
-                [be],
-                [case],
-                seed=seed,
-                operators=operators,
-                precision=precision,
-                on_result=lambda r: emit({"kind": "result", "result": r.to_dict()}),
-            )
-            emit({"kind": "end", "case": case.name, "seconds": time.perf_counter() - t0})
-    return 0
+        be = _backends.get_backend(name)
+    except (_backends.BackendUnavailable, ValueError) as err:
+        conn.send(("unavailable", str(err)))
+        return
+    conn.send(("info", backend_info(be, precision)))
+    while (case := conn.recv()) is not None:
+        t0 = time.perf_counter()
+        (br,) = run([be], [case_from_text(case)], seed=seed, operators=ops, precision=precision)
+        conn.send(("results", (br.results, time.perf_counter() - t0)))

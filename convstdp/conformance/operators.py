@@ -8,7 +8,7 @@ plus its implementations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,52 +23,43 @@ Inputs = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Operator:
-    """How to call one operator, what it reads and returns (output names in order), and its cost in
-    passes: one pass is ``2·N·H·W·Ci·Co·kh·kw`` FLOPs (SPEC §8)."""
+    """How to call one operator (the :class:`convstdp.Backend` method of its name, with the inputs
+    ``order`` names as positional arguments, ``stride``, ``padding`` and ``keywords(case)``), what it
+    reads and returns (output names in order), and its cost in passes: one pass is
+    ``2·N·H·W·Ci·Co·kh·kw`` FLOPs (SPEC §8)."""
 
     name: str
     args: tuple[str, ...]
     outputs: tuple[str, ...]
-    call: Callable[[Any, Case, Inputs], Sequence[Any]]
     passes: int
+    order: tuple[str, ...] = ()  # the positional order, when it is not ``args``'
+    keywords: Callable[[Case], dict[str, Any]] = lambda case: {}
+
+    def call(self, backend: Any, case: Case, inputs: Inputs) -> tuple[Any, ...]:
+        """The outputs of one call on ``backend``, always as a tuple."""
+        pos = (inputs[a] for a in self.order or self.args)
+        out = getattr(backend, self.name)(*pos, stride=case.stride, padding=case.padding, **self.keywords(case))
+        return tuple(out) if len(self.outputs) > 1 else (out,)
 
     def flops(self, case: Case) -> int:
         """FLOPs of one call on ``case``."""
         return self.passes * 2 * case.macs
 
 
-def _call_deconv2d(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d(i["x"], i["kernel"], stride=c.stride, padding=c.padding),)
-
-
-def _call_dk(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d_dk(i["x"], i["d_out"], kernel_size=c.kernel, stride=c.stride, padding=c.padding),)
-
-
-def _call_dx(be: Any, c: Case, i: Inputs) -> tuple[Any]:
-    return (be.deconv2d_dx(i["kernel"], i["d_out"], stride=c.stride, padding=c.padding),)
-
-
 _STDP_ARGS = ("kernel", "pre_spike", "pre_trace", "post_spike", "post_trace")
+_STEP_ORDER = ("kernel", "x", *_STDP_ARGS[1:])
 
 
-def _call_stdp(be: Any, c: Case, i: Inputs) -> tuple[Any, Any]:
-    out = be.stdp_update(*(i[a] for a in _STDP_ARGS), stride=c.stride, padding=c.padding, **c.params)
-    return tuple(out)
-
-
-def _call_step(be: Any, c: Case, i: Inputs) -> tuple[Any, Any, Any, Any]:
-    k, *rest = (i[a] for a in _STDP_ARGS)
-    out = be.stdp_step(k, i["x"], *rest, stride=c.stride, padding=c.padding, **c.params)
-    return tuple(out)
+def _params(case: Case) -> dict[str, Any]:
+    return dict(case.params)
 
 
 OPERATORS: tuple[Operator, ...] = (
-    Operator("deconv2d", ("x", "kernel"), ("y",), _call_deconv2d, passes=1),
-    Operator("deconv2d_dk", ("x", "d_out"), ("dK",), _call_dk, passes=1),
-    Operator("deconv2d_dx", ("kernel", "d_out"), ("dX",), _call_dx, passes=1),
-    Operator("stdp_update", _STDP_ARGS, ("W'", "dW"), _call_stdp, passes=2),
-    Operator("stdp_step", ("x", *_STDP_ARGS), ("y", "W'", "dW", "dX"), _call_step, passes=4),
+    Operator("deconv2d", ("x", "kernel"), ("y",), passes=1),
+    Operator("deconv2d_dk", ("x", "d_out"), ("dK",), passes=1, keywords=lambda c: {"kernel_size": c.kernel}),
+    Operator("deconv2d_dx", ("kernel", "d_out"), ("dX",), passes=1),
+    Operator("stdp_update", _STDP_ARGS, ("W'", "dW"), passes=2, keywords=_params),
+    Operator("stdp_step", ("x", *_STDP_ARGS), ("y", "W'", "dW", "dX"), passes=4, order=_STEP_ORDER, keywords=_params),
 )
 OPERATOR_NAMES = tuple(op.name for op in OPERATORS) + ("adjoint",)
 OPS = {op.name: op for op in OPERATORS}

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from convstdp.conformance.cases import DTYPES, SPIKES, STDP_PARAMS, Case, make_inputs
+from convstdp.conformance.cases import DTYPES, PAD_KINDS, SPIKES, STDP_PARAMS, Case, draw_padding, make_inputs
 from convstdp.conformance.checks import OPERATOR_NAMES, Result, check_case, expect
 from convstdp.conformance.harness import BackendRun, backend_info
 
@@ -23,31 +23,15 @@ def case_strategy(
 
     @st.composite
     def cases(draw: Any) -> Case:
-        stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
-        kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
-        size = (draw(st.integers(1, max_map)), draw(st.integers(1, max_map)))
-        kind = draw(st.sampled_from(["same", "valid", "explicit", "negative"]))
-        padding: Any
-        if kind in ("same", "valid"):
-            padding = kind.upper()
-        else:
-            lo = -2 if kind == "negative" else 0
-            vals = [draw(st.integers(lo, k)) for k in (kernel[0], kernel[0], kernel[1], kernel[1])]
-            if kind == "negative":
-                assume(min(vals) < 0)
-            padding = ((vals[0], vals[1]), (vals[2], vals[3]))
-        case = Case(
-            stride=stride,
-            padding=padding,
-            kernel=kernel,
-            in_size=size,
-            ci=draw(st.integers(1, max_channels)),
-            co=draw(st.integers(1, max_channels)),
-            batch=draw(st.integers(1, max_batch)),
-            dtype=draw(st.sampled_from(["f64", *[d for d in DTYPES if d != "f64"]])),
-            stdp=draw(st.sampled_from(list(STDP_PARAMS))),
-            spikes=draw(st.sampled_from(list(SPIKES))),
-        )
+        ints = lambda lo, hi: draw(st.integers(lo, hi))
+        pair = lambda hi: (ints(1, hi), ints(1, hi))
+        stride, kernel, size = pair(max_stride), pair(max_kernel), pair(max_map)
+        padding = draw_padding(ints, draw(st.sampled_from(PAD_KINDS)), kernel)
+        assume(padding is not None)  # a "negative" draw without a negative pad
+        ci, co, batch = ints(1, max_channels), ints(1, max_channels), ints(1, max_batch)
+        dtype = draw(st.sampled_from(["f64", *[d for d in DTYPES if d != "f64"]]))
+        stdp, spikes = draw(st.sampled_from(list(STDP_PARAMS))), draw(st.sampled_from(SPIKES))
+        case = Case(stride, padding, kernel, size, ci, co, batch, dtype, stdp, spikes)
         assume(case.is_valid())
         return case
 
@@ -73,29 +57,20 @@ def run_random(
     Returns the run (every distinct passing example, plus the *minimal* failing case's results)
     and the minimal failing case, or ``None``.
     """
-    from hypothesis import HealthCheck, Verbosity, given, settings
-    from hypothesis import seed as hseed
+    import hypothesis as h
 
     ops = tuple(operators or OPERATOR_NAMES)
     br = BackendRun(backend.name, info=backend_info(backend, precision))
     passed: dict[str, list[Result]] = {}
     last_fail: list[tuple[Case, list[Result]]] = []
+    quiet = dict(database=None, deadline=None, verbosity=h.Verbosity.quiet, print_blob=False)
 
-    @hseed(seed)
-    @settings(
-        max_examples=examples,
-        database=None,
-        deadline=None,
-        verbosity=Verbosity.quiet,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(case_strategy())
+    @h.seed(seed)
+    @h.settings(max_examples=examples, suppress_health_check=list(h.HealthCheck), **quiet)
+    @h.given(case_strategy())
     def prop(case: Case) -> None:
-        inputs = make_inputs(case, seed)
-        results = check_case(
-            backend, case, inputs, expect(case, inputs), ops, seed=seed, precision=br.info["precision"]
-        )
+        inputs, prec = make_inputs(case, seed), br.info["precision"]
+        results = check_case(backend, case, inputs, expect(case, inputs), ops, seed=seed, precision=prec)
         if any(r.failed for r in results):
             last_fail.append((case, results))
             raise AssertionError(results[0].message())
@@ -111,10 +86,8 @@ def run_random(
         minimal, results = last_fail[-1]  # Hypothesis replays the shrunk example last
         br.results.extend(results)
     br.seconds = time.perf_counter() - t0
-    for results in passed.values():
-        br.results.extend(results)
+    br.results.extend(r for results in passed.values() for r in results)
     br.info["random_examples"] = len(passed) + (1 if minimal else 0)
     if minimal is not None:
-        br.info["shrunk_from"] = len(last_fail)
-        br.info["repro"] = repro_command(backend.name, minimal, seed)
+        br.info.update(shrunk_from=len(last_fail), repro=repro_command(backend.name, minimal, seed))
     return br, minimal

@@ -1,44 +1,14 @@
 """Trajectory conformance: ``T`` steps of the seed synapse, each step's ``W'`` feeding the next.
 
 A single call can agree while thousands of steps drift (weights stored too coarsely, an update
-applied twice now and then). This check runs ``T`` calls of ``Backend.stdp_step`` (SPEC §3: ``y``,
-``W'``, ``dW``, ``dX``) on what a simulation feeds it: pre- and postsynaptic spike trains drawn
-Bernoulli at the case's density (seeded), traces decaying as ``trace = trace·decay + spike``, ``x``
-the presynaptic spike array itself. The backend's ``W'``, as it returned it, is its next ``W``.
-The reference runs the same trajectory in float64 from the same initial weights and inputs, and
-every output of every step is compared with it element by element.
+applied twice now and then). This runs ``T`` calls of ``Backend.stdp_step`` on what a simulation
+feeds it (Bernoulli spikes, traces ``trace·decay + spike``, ``x`` the presynaptic spike array) and
+compares every output of every step with the float64 reference trajectory from the same start.
 
-The bound (per element)
------------------------
-The update is ``W' = f_t(W) = clip((1 - λ)·W + η·dW_t)`` (``λ = w_decay``, 0 unless > 0). ``dW_t``
-depends on step ``t``'s spikes and traces only, never on ``W``: the seed's rule has no other
-``W``-dependent term (its "soft bound" is the clip). ``v -> clip(v)`` is 1-Lipschitz and
-``W -> (1-λ)·W + c`` is ``L``-Lipschitz per element, ``L = |1 - λ|``, so per element
-``|f_t(A) - f_t(B)| <= L·|A - B|``. With ``W_t`` the backend's state, ``R_t`` the reference's and
-``E_0 = 0`` (the same float32 start):
-
-    |W_{t+1} - R_{t+1}| <= |f~_t(W_t) - f_t(W_t)| + |f_t(W_t) - f_t(R_t)| + |f_t(R_t) - R_{t+1}|
-                        <= B_t + L·E_t + b_t  =:  E_{t+1}
-
-``f~_t`` is the backend's computed step; ``B_t`` the single-call bound of ``W'``
-(:mod:`convstdp.conformance.tolerance`, ``c·u·scale + tiny``) taken at the backend's own state
-``W_t``: exactly what a single call on these inputs is checked against. Its scale includes the
-output's own rounding (the ``|W'|`` term), i.e. storing ``W`` in the result dtype. ``b_t`` is the
-reference's float64 rounding, the same formula with float64's ``u`` (at ``W_t``'s scale; the
-difference to ``R_t``'s is of order ``u64·E_t``). The other outputs carry ``E_t`` through their
-operators, whose weights are non-negative once inputs are taken in absolute value:
-
-- ``y_t = deconv2d(x_t, W_t)``: ``B^y_t + deconv2d(|x_t|, E_t)``;
-- ``dW_t`` does not depend on ``W``: its single-call bound ``B^dW_t``;
-- ``dX_t = dX(W_{t+1}, post_t)``: ``B^dX_t`` (the step's dX bound: its own sum plus ``W'``'s
-  single-call bound carried through dX) plus ``dX(L·E_t + b_t, |post_t|)``, the distance between
-  ``f_t(W_t)`` and ``R_{t+1}``; each ``B`` also adds the reference's float64 share.
-
-Each step reports per output ``max |got - ref| / bound`` over elements; the trajectory passes when
-every ratio is at most 1 at every step (and dtypes, shapes hold, nothing raises). ``E`` grows
-about linearly (to ``B/(1-L)``), while a correct backend's independent roundings add up like a
-random walk: its ratio starts at its single-call figure and falls. A systematic error that only the
-state shows (weights kept at lower precision, decay applied twice at step 100) rises above 1.
+The bound per element propagates through the update (1-Lipschitz clip, ``L = |1 - w_decay|``):
+``E_{t+1} = L·E_t + B_t + b_t``, ``B_t`` the single-call bound of ``W'`` at the backend's own
+state, ``b_t`` the reference's float64 share; ``y`` and ``dX`` carry ``E_t`` through their
+operators. The derivation is in ``docs/conformance.md``.
 """
 
 from __future__ import annotations
@@ -59,8 +29,7 @@ from convstdp.present import fmt_num, fmt_time, table
 from convstdp.reference import ops as ref
 
 __all__ = ["DEFAULT_CASE", "DEFAULT_STEPS", "TRACE_DECAY", "OUTPUTS", "Trajectory", "simulation_inputs", "plot"]
-__all__ += ["initial_weights", "run_trajectory", "self_test", "self_test_steps", "self_test_table", "to_json"]
-__all__ += ["markdown", "summary_table", "usable_case"]
+__all__ += ["initial_weights", "run_trajectory", "self_test", "self_test_steps", "to_json", "render", "usable_case"]
 
 DEFAULT_CASE = "s2-same-k5x5-m8x8-c4to3-n2-f32-sim-bool-d0.1-sim"  # the "sim" set: eta, w_decay, w_bound > 0
 DEFAULT_STEPS = 50
@@ -139,7 +108,7 @@ def _reference_step(w: np.ndarray, inp: dict[str, np.ndarray], case: Case) -> di
 
 
 def _bounds(case: Case, inp: dict[str, np.ndarray], w: np.ndarray, e: np.ndarray, pol: tol.Policy) -> dict:
-    """Per output the bound of this step (module docstring) given ``E_t = e``, the backend at ``w``."""
+    """Per output the bound of this step (docs/conformance.md) given ``E_t = e``, the backend at ``w``."""
     step = expect(case, {**inp, "kernel": w}).ops["stdp_step"]
     kw = dict(stride=case.stride, padding=case.padding)
 
@@ -273,30 +242,42 @@ def self_test(case: Case, steps: int, *, seed: int = 0, progress: Any = None) ->
 # ----------------------------------------------------------------------------- records
 
 
-def summary_table(runs: Sequence[dict[str, Any]], fmt: str = "text") -> str:
-    """One row per trajectory: worst error/bound per output, where, first failure, times."""
-    header = ["backend", "steps", *(f"{o} worst" for o in OUTPUTS), "worst at step", "W' last step", "first failure"]
-    header += ["backend time", "total time"]
+def _summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row per trajectory: worst error/bound per output, where, the last W', first failure, times."""
     rows = []
     for r in runs:
         worst = [fmt_num(max((float(v) for v in r["ratios"][o]), default=0.0)) for o in OUTPUTS]
         fail = r["error"] or (f"step {r['first_failure']}" if r["first_failure"] else "-")
-        steps = f"{r['steps_run']}/{r['steps']}"
-        at = f"{r['worst_step']} ({r['worst_output']})"
         last = fmt_num(float(r["ratios"]["W'"][-1])) if r["ratios"]["W'"] else "-"
-        secs = [fmt_time(r["backend_seconds"]), fmt_time(r["seconds"])]
-        rows.append([r["backend"], steps, *worst, at, last, fail, *secs])
-    return table(header, rows, fmt)
+        rows.append(
+            [
+                r["backend"],
+                f"{r['steps_run']}/{r['steps']}",
+                *worst,
+                f"{r['worst_step']} ({r['worst_output']})",
+                last,
+                fail,
+                fmt_time(r["backend_seconds"]),
+                fmt_time(r["seconds"]),
+            ]
+        )
+    return rows
 
 
-def to_json(runs: Sequence[Trajectory], case: Case, *, steps: int, seed: int, argv: Sequence[str],
-            self_test_doc: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def to_json(
+    runs: Sequence[Trajectory],
+    case: Case,
+    *,
+    steps: int,
+    seed: int,
+    argv: Sequence[str],
+    self_test_doc: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The run as one JSON-able dict (schema ``convstdp.conformance.trajectory`` version 1)."""
     import datetime as _dt
 
     from convstdp import environment
 
-    ok = all(t.ok for t in runs) and (self_test_doc is None or self_test_doc["ok"])
     return {
         "schema": "convstdp.conformance.trajectory",
         "schema_version": 1,
@@ -312,48 +293,73 @@ def to_json(runs: Sequence[Trajectory], case: Case, *, steps: int, seed: int, ar
         "environment": environment.collect(),
         "runs": [t.to_dict() for t in runs],
         "self_test": self_test_doc,
-        "ok": ok,
+        "ok": all(t.ok for t in runs) and (self_test_doc is None or self_test_doc["ok"]),
     }
 
 
-def markdown(doc: dict[str, Any], plot_file: str | None = None) -> str:
-    """The Markdown report of a :func:`to_json` record (``plot_file``: the PNG to show, relative)."""
-    env, c = doc["environment"], doc["case"]
+def render(doc: dict[str, Any], fmt: str = "text", plot_file: str | None = None) -> str:
+    """A :func:`to_json` record as terminal ``"text"`` or the ``"md"`` report (``plot_file``: the PNG
+    to show, relative to the report)."""
+    md, env, c = fmt == "md", doc["environment"], doc["case"]
     names = ", ".join(f"`{r['backend']}`" for r in doc["runs"]) or "no backend"
     runs = doc["runs"] or (doc.get("self_test") or {}).get("runs") or [{"clipped": []}]
     clip = runs[0]["clipped"]  # the reference trajectory's, the same for every run
-    out = [
-        "# convstdp trajectory conformance\n",
-        f"**Verdict: {'PASS' if doc['ok'] else 'FAIL'}**: {doc['steps']} steps of the seed synapse step "
-        f"(`stdp_step`: y, W', dW, dX), each step's W' feeding the next, on {names} against the float64 "
-        f"reference trajectory. convstdp {env['convstdp']}, {env['platform']}, {env['cpu_model']}, "
-        f"{env['date_utc']}.\n",
-        f"- **Case** `{c['name']}`, STDP parameters {c['params']}, seed {doc['seed']}.",
-        f"- **Inputs**: spikes Bernoulli({c['density']:g}) each step; traces `trace = trace*{doc['trace_decay']:g} "
-        "+ spike`; x is the presynaptic spike array; W_0 ~ U(0, w_bound), float32.",
-        f"- **Clipping exercised**: {100 * max(clip, default=0):.1f} % of the reference's W' at a clip value at most, "
-        f"{100 * (sum(clip) / max(len(clip), 1)):.1f} % on average; decay every step.",
-        f"- **Bound** (per element, derivation in `convstdp/conformance/trajectory.py`): {doc['bound']}.",
-        f"- **Command**: `convstdp {' '.join(doc['command'][1:])}`\n",
-        "## Worst error/bound per backend (pass: <= 1 at every step)\n",
-        summary_table(doc["runs"], "md"),
-    ]
+    out = [f"Trajectory conformance: {c['name']}, {doc['steps']} steps, seed {doc['seed']}"]
+    if md:
+        out = [
+            "# convstdp trajectory conformance\n",
+            f"**Verdict: {'PASS' if doc['ok'] else 'FAIL'}**: {doc['steps']} steps of the seed synapse step "
+            f"(`stdp_step`: y, W', dW, dX), each step's W' feeding the next, on {names} against the float64 "
+            f"reference trajectory. convstdp {env['convstdp']}, {env['platform']}, {env['cpu_model']}, "
+            f"{env['date_utc']}.\n",
+            f"- **Case** `{c['name']}`, STDP parameters {c['params']}, seed {doc['seed']}.",
+            f"- **Inputs**: spikes Bernoulli({c['density']:g}) each step; traces `trace = trace*{doc['trace_decay']:g} "
+            "+ spike`; x is the presynaptic spike array; W_0 ~ U(0, w_bound), float32.",
+            f"- **Clipping exercised**: {100 * max(clip, default=0):.1f} % of the reference's W' at a clip value at "
+            f"most, {100 * (sum(clip) / max(len(clip), 1)):.1f} % on average; decay every step.",
+            f"- **Bound** (per element, derivation in `docs/conformance.md`): {doc['bound']}.",
+            f"- **Command**: `convstdp {' '.join(doc['command'][1:])}`",
+        ]
+    header = ["backend", "steps", *(f"{o} worst" for o in OUTPUTS), "worst at step", "W' last step", "first failure"]
+    if doc["runs"]:
+        out += [
+            "",
+            "## Worst error/bound per backend (pass: <= 1 at every step)"
+            if md
+            else "Worst error/bound per output over the trajectory (pass: <= 1 at every step):",
+            table([*header, "backend time", "total time"], _summary_rows(doc["runs"]), fmt),
+        ]
     if plot_file:
         out += ["", f"![error/bound per step]({plot_file})"]
     st = doc.get("self_test")
     if st:
-        out += ["\n## Self-test: planted bugs that only a trajectory shows\n", self_test_table(st, "md")]
+        rows = [
+            [
+                r["bug"],
+                "pass" if r["single_call_ok"] else "FAIL",
+                "pass" if r["trajectory_ok"] else "fail",
+                f"{r['first_failure'] or '-'} ({r['expected_step'] or '-'})",
+                fmt_num(r["ratio"]),
+                "ok" if r["ok"] else "WRONG",
+            ]
+            for r in st["rows"]
+        ]
+        out += [
+            "",
+            "## Self-test: planted bugs that only a trajectory shows"
+            if md
+            else "Self-test (planted bugs that pass a single call; the trajectory must catch them):",
+            table(
+                ["bug", "single call", "trajectory", "first failing step (planted)", "err/bound there", "verdict"],
+                rows,
+                fmt,
+            ),
+        ]
+    out += [f"grid problem: {p}" for p in doc.get("grid_problems", [])]
+    out += [f"skipped {name}: {why}" for name, why in doc.get("skipped", {}).items()]
+    if not md:
+        out.append("\nOK: every trajectory stays within its bound" if doc["ok"] else "\nFAILED")
     return "\n".join(out) + "\n"
-
-
-def self_test_table(st: dict[str, Any], fmt: str = "text") -> str:
-    header = ["bug", "single call", "trajectory", "first failing step (planted)", "err/bound there", "verdict"]
-    rows = []
-    for r in st["rows"]:
-        at = f"{r['first_failure'] or '-'} ({r['expected_step'] or '-'})"
-        single, whole = "pass" if r["single_call_ok"] else "FAIL", "pass" if r["trajectory_ok"] else "fail"
-        rows.append([r["bug"], single, whole, at, fmt_num(r["ratio"]), "ok" if r["ok"] else "WRONG"])
-    return table(header, rows, fmt)
 
 
 def plot(doc: dict[str, Any], path: str) -> None:
