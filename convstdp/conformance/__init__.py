@@ -1,11 +1,12 @@
 """The conformance harness: does a backend compute what the reference computes?
 
 Cases are data (:mod:`.cases`: named, seeded, a ``quick`` and a ``full`` grid), operators are
-data (:mod:`.checks`), the tolerance is one table and one formula (:mod:`.tolerance`), the loop
-records every failure and goes on (:mod:`.harness`), and :mod:`.report` writes the summary,
-the JSON record and the Markdown report. :mod:`.broken` holds deliberately broken backends
-that prove the harness catches real bugs; :mod:`.randomized` draws random cases with
-Hypothesis. Command line: ``convstdp conformance``; pytest: ``pytest --pyargs
+data (:mod:`.operators`), the tolerance is one table and one formula (:mod:`.tolerance`,
+:mod:`.expectation`), the loop records every failure and goes on (:mod:`.harness`), and
+:mod:`.report` writes the JSON record and renders it for the terminal or as Markdown.
+:mod:`.broken` holds deliberately broken backends that prove the harness catches real bugs;
+:mod:`.randomized` draws random cases with Hypothesis; :mod:`.trajectory` runs the step with W'
+fed back. What is checked, and why the bounds hold: ``docs/conformance.md``. Command line: ``convstdp conformance``; pytest: ``pytest --pyargs
 convstdp.conformance --backend package.module:factory``.
 
     from convstdp import get_backend
