@@ -6,8 +6,8 @@ data (:mod:`.operators`), the tolerance is one table and one formula (:mod:`.tol
 :mod:`.report` writes the JSON record and renders it for the terminal or as Markdown.
 :mod:`.broken` holds deliberately broken backends that prove the harness catches real bugs;
 :mod:`.randomized` draws random cases with Hypothesis; :mod:`.trajectory` runs the step with W'
-fed back. What is checked, and why the bounds hold: ``docs/conformance.md``. Command line: ``convstdp conformance``; pytest: ``pytest --pyargs
-convstdp.conformance --backend package.module:factory``.
+fed back. What is checked, and why the bounds hold: ``docs/conformance.md``. Command line:
+``convstdp conformance``; pytest: ``pytest --pyargs convstdp.conformance --backend package.module:factory``.
 
     from convstdp import get_backend
     from convstdp.conformance import quick_grid, run

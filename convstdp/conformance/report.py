@@ -245,7 +245,7 @@ def _summary(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt: 
         [r.backend, r.operator, r.cases, r.passed, r.failed, r.unsupported, _fmt_ratio(r.worst_ratio), r.worst_case]
         for r in summarize(runs)
     ]
-    return [table(header, rows, fmt) if rows else "_No results._"]
+    return [table(header, rows, fmt)] if rows else ["_No results._"] if fmt == "md" else []
 
 
 def _tiers(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt: str) -> list[str]:
@@ -296,10 +296,9 @@ def _self_test(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt
     if not st:
         return []
     return [
-        f"Caught {st['caught']}/{st['total']} on {st['cases']} cases (required: {st['required']}). Broken backends "
-        "built from the reference; each must fail on the grid (a logic bug stops at its first failure), the "
-        "control must pass. A precision bug must exceed its threshold on the float32 cases of every size tier; "
-        "err/bound gives its least ratio per tier.\n",
+        "Broken backends built from the reference; each must fail on the grid (a logic bug stops at its first "
+        "failure), the control must pass. A precision bug must exceed its threshold on the float32 cases of every "
+        "size tier; err/bound gives its least ratio per tier.\n",
         self_test_table(st, fmt),
         "" if st["control_passed"] else "the control (the reference wrapper, no bug) FAILED",
     ]
@@ -330,14 +329,17 @@ def render(
         ("Path coverage (cases that exercised each internal path)", _paths),
         (f"Failures ({sum(len(br.failed) for br in runs)})", _failures),
         ("Grid problems and skipped backends", _problems),
-        (f"Self-test: caught {st.get('caught')}/{st.get('total')}", _self_test),
+        (
+            f"Self-test: caught {st.get('caught')}/{st.get('total')} on {st.get('cases')} cases ({st.get('required')})",
+            _self_test,
+        ),
     ]
     if fmt == "md":
         sections += [("Departures from SPEC (unsupported configurations, declared precision, dtype)", _departures)]
         sections += [("Environment", _environment)]
     out = _header(doc, runs, cases) if fmt == "md" else []
     for title, part in sections:
-        body = part({**doc, "max_failures": max_failures}, runs, cases, fmt) if runs or part is not _summary else []
+        body = part({**doc, "max_failures": max_failures}, runs, cases, fmt)
         if body:
             out += ["", f"## {title}" if fmt == "md" else f"{title}:", "", *body]
     return "\n".join(out).strip("\n") + "\n"

@@ -324,7 +324,7 @@ def render(doc: dict[str, Any], fmt: str = "text", plot_file: str | None = None)
     if doc["runs"]:
         out += [
             "",
-            "## Worst error/bound per backend (pass: <= 1 at every step)"
+            "## Worst error/bound per backend (pass: <= 1 at every step)\n"
             if md
             else "Worst error/bound per output over the trajectory (pass: <= 1 at every step):",
             table([*header, "backend time", "total time"], _summary_rows(doc["runs"]), fmt),
@@ -346,7 +346,7 @@ def render(doc: dict[str, Any], fmt: str = "text", plot_file: str | None = None)
         ]
         out += [
             "",
-            "## Self-test: planted bugs that only a trajectory shows"
+            "## Self-test: planted bugs that only a trajectory shows\n"
             if md
             else "Self-test (planted bugs that pass a single call; the trajectory must catch them):",
             table(
