@@ -331,3 +331,31 @@ def test_a_backend_broken_by_our_own_import_fails_the_run(tmp_path, monkeypatch,
     finally:
         convstdp.backends._registry.pop("conf-test-broken-import", None)
         convstdp.backends._failures.pop("conf-test-broken-import", None)
+
+
+def test_isolate_keeps_the_child_quiet_and_records_a_failed_load(tmp_path, monkeypatch, capfd) -> None:
+    (tmp_path / "noisy_backend.py").write_text(
+        textwrap.dedent(
+            """
+        from convstdp.conformance.broken import ReferenceWrapper
+
+        class Impl(ReferenceWrapper):
+            def deconv2d(self, x, kernel, *, stride, padding):
+                print("NOISE FROM THE BACKEND")
+                return super().deconv2d(x, kernel, stride=stride, padding=padding)
+
+        def create():
+            return Impl()
+        """
+        )
+    )
+    (tmp_path / "aborts_on_import.py").write_text("import os\nos.abort()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["conformance", "--backend", "noisy_backend:create", "--isolate", "--case", CASE, "-q"]) == 0
+    assert "NOISE" not in capfd.readouterr().out  # the child's stdout goes nowhere, the report stays clean
+    js = tmp_path / "load.json"
+    argv = ["conformance", "--backend", "aborts_on_import:create", "--isolate", "--case", CASE, "--case", CASE2]
+    assert main([*argv, "-q", "--json", str(js)]) == 1
+    res = json.loads(js.read_text())["results"]
+    assert {r["case"] for r in res} == {CASE, CASE2} and {r["status"] for r in res} == {"crash"}
+    assert all("the backend failed to load" in r["error"] and "signal 6" in r["error"] for r in res)

@@ -215,6 +215,7 @@ def _self_test(run: _Run) -> None:
         "total": len(rows),
         "cases": len(run.cases),
         "control_passed": not control.failed,
+        "control_failures": [r.message() for r in control.failed[:10]],
         "ok": not missed and not control.failed,
         "required": "precision bugs" if only_precision else "every bug",
         "rows": [r.to_dict() for r in rows],

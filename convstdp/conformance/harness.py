@@ -198,18 +198,19 @@ def run_isolated(
     for name in names:
         br, child = BackendRun(name), None
         for case in cases:
-            kind = "ready"
+            kind, why = "ready", ""
             if child is None:
                 child = _Child(name, seed, ops, precision)
                 (kind, got), why = child.receive(timeout_s)
+                if kind == "unavailable":  # no library: a usage error upstream
+                    br.info = {"status": "unavailable", "reason": got}
+                    break
                 if kind == "info":
                     br.info, kind = got, "ready"
-                elif not why.startswith("timed out"):  # no library, or a backend that cannot load at all
-                    _child_failed(br, case, ops, kind, got or why + child.stderr_tail())
-                    break
+                elif not why.startswith("timed out"):  # convstdp's own code or the factory is broken
+                    why = f"the backend failed to load: {why}"
             if kind == "ready":
-                child.conn.send(case.name)
-                (kind, got), why = child.receive(timeout_s)
+                (kind, got), why = child.ask(case.name, timeout_s)
             if kind == "results":
                 br.results += got[0]
                 br.first_case_s = br.first_case_s or got[1]
@@ -225,17 +226,6 @@ def run_isolated(
     return runs
 
 
-def _child_failed(br: BackendRun, case: Case, ops: Sequence[str], kind: str | None, why: str) -> None:
-    """A child that could not load its backend: unavailable (no library: a usage error upstream), else
-    an error of the first case (convstdp's own code or the factory is broken)."""
-    if kind == "unavailable":
-        br.info = {"status": "unavailable", "reason": why}
-    else:
-        br.results += [
-            Result(case.name, br.name, op, "error", error=f"the backend failed to load: {why}") for op in ops
-        ]
-
-
 class _Child:
     """One spawned worker of :func:`run_isolated` (:func:`_serve`), its pipe and its stderr file."""
 
@@ -247,6 +237,14 @@ class _Child:
         self.proc = ctx.Process(target=_serve, args=(name, seed, ops, precision, theirs, self.log), daemon=True)
         self.t0 = time.perf_counter()
         self.proc.start()
+
+    def ask(self, case: str, timeout_s: float | None) -> tuple[tuple[str | None, Any], str]:
+        """Send ``case`` to check and wait for the answer (as :meth:`receive`)."""
+        try:
+            self.conn.send(case)
+        except OSError:  # it died since its last answer: receive() says how
+            pass
+        return self.receive(timeout_s)
 
     def receive(self, timeout_s: float | None) -> tuple[tuple[str | None, Any], str]:
         """``((kind, payload), "")``: the child's next message; ``((None, None), why)`` if it died or
@@ -282,6 +280,7 @@ def _serve(name: str, seed: int, ops: tuple[str, ...], precision: str | None, co
     """The child side of :func:`run_isolated`: load the backend, then check each case name sent,
     replying with ``(results, seconds)``, until sent ``None``. Its stderr goes to ``log``."""
     os.dup2(os.open(log, os.O_WRONLY | os.O_APPEND), 2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # a backend's prints must not mix into the parent's output
     try:
         be = _backends.get_backend(name)
     except (_backends.BackendUnavailable, ValueError) as err:

@@ -91,7 +91,8 @@ def to_json(
 
     Top-level keys: ``schema``, ``schema_version``, ``created``, ``command``, ``grid``, ``seed``,
     ``environment``, ``tolerance``, ``backends``, ``cases``, ``summary``, ``results``,
-    ``self_test``, ``grid_problems``, ``ok``.
+    ``self_test``, ``grid_problems``, ``ok``; the CLI adds ``repros`` (the random grid's shrunk
+    failures and their commands).
     """
     backends: dict[str, Any] = {
         br.name: {
@@ -300,7 +301,8 @@ def _self_test(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt
         "failure), the control must pass. A precision bug must exceed its threshold on the float32 cases of every "
         "size tier; err/bound gives its least ratio per tier.\n",
         self_test_table(st, fmt),
-        "" if st["control_passed"] else "the control (the reference wrapper, no bug) FAILED",
+        *([] if st["control_passed"] else ["the control (the reference wrapper, no bug) FAILED:"]),
+        *(f"- {m}" for m in st.get("control_failures", [])),
     ]
 
 

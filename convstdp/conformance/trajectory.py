@@ -273,7 +273,8 @@ def to_json(
     argv: Sequence[str],
     self_test_doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run as one JSON-able dict (schema ``convstdp.conformance.trajectory`` version 1)."""
+    """The run as one JSON-able dict (schema ``convstdp.conformance.trajectory`` version 1); the CLI
+    adds ``grid_problems`` and ``skipped`` (unavailable backends and why)."""
     import datetime as _dt
 
     from convstdp import environment
