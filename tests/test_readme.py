@@ -11,12 +11,18 @@ import convstdp
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_runs():
+def _run_example(section: str) -> dict:
+    """Run the first Python block under the README heading ``section``; its variables."""
     if convstdp.available_backends()["numba"] != "ok":
         pytest.skip("the example uses the numba backend, which is unavailable here")
-    code = re.search(r"## In Python\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    code = re.search(rf"## {section}\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
     scope: dict = {}
     exec(code, scope)
+    return scope
+
+
+def test_readme_example_runs():
+    scope = _run_example("In Python")
     assert scope["y"].shape == (8, 28, 28, 4)
     assert scope["dX"].shape == (8, 14, 14, 16)
     assert scope["W_new"].dtype == np.float32
@@ -24,12 +30,7 @@ def test_readme_example_runs():
 
 
 def test_readme_synapse_example_runs():
-    if convstdp.available_backends()["numba"] != "ok":
-        pytest.skip("the example uses the numba backend, which is unavailable here")
-    code = re.search(r"## Synapse components\n.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
-    scope: dict = {}
-    exec(code, scope)
-    syn = scope["syn"]
+    syn = _run_example("Synapse components")["syn"]
     w = np.asarray(syn.weights.get())
     assert w.shape == (5, 5, 16, 1) and w.dtype == np.float32
     assert 0.01 <= w.min() and w.max() <= 0.99  # w_bound = 1 clips

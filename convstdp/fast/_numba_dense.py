@@ -107,6 +107,18 @@ def _copy(dst, do, src, so, n, sub):
         dst[d + j] = src[s + j] - sub
 
 
+@njit(inline="always", **_JIT)
+def _segment(col, dst, run, lo, hi, src, so, sub, inside):
+    """One kernel row of a column, ``col[dst:dst+run]``: ``src[so:] - sub`` on ``[lo, hi)``, zero
+    around it (all zero unless ``inside``: the row lies on the map)."""
+    if not inside or lo >= hi:
+        _zero(col, dst, dst + run)
+        return
+    _zero(col, dst, dst + lo)
+    _copy(col, dst + lo, src, so, hi - lo, sub)
+    _zero(col, dst + hi, dst + run)
+
+
 @njit(**_JIT)
 def _gather_out(src1, sub, col, r0, r1, g, dims):
     """Column rows ``r0..r1-1`` of group ``g`` (a row of the group table) from ``src`` (flat
@@ -125,13 +137,8 @@ def _gather_out(src1, sub, col, r0, r1, g, dims):
         base = (r - r0) * D
         for j in range(mh):
             h = hb + j
-            dst = base + j * run
-            if h < 0 or h >= H or l0 >= l1:
-                _zero(col, dst, dst + run)
-                continue
-            _zero(col, dst, dst + l0 * Ci)
-            _copy(col, dst + l0 * Ci, src1, ((n * H + h) * W + wb + l0) * Ci, (l1 - l0) * Ci, sub)
-            _zero(col, dst + l1 * Ci, dst + run)
+            so = ((n * H + h) * W + wb + l0) * Ci
+            _segment(col, base + j * run, run, l0 * Ci, l1 * Ci, src1, so, sub, 0 <= h < H)
 
 
 @njit(**_JIT)
@@ -201,13 +208,8 @@ def _gather_in(d1, col, r0, r1, dims, zero):
         base = (r - r0) * D
         for a in range(kh):
             p = top - a
-            dst = base + a * run
-            if p < 0 or p >= Ho or m0 >= m1:
-                _zero(col, dst, dst + run)
-                continue
-            _zero(col, dst, dst + m0 * Co)
-            _copy(col, dst + m0 * Co, d1, ((n * Ho + p) * Wo + qs + m0) * Co, (m1 - m0) * Co, zero)
-            _zero(col, dst + m1 * Co, dst + run)
+            so = ((n * Ho + p) * Wo + qs + m0) * Co
+            _segment(col, base + a * run, run, m0 * Co, m1 * Co, d1, so, zero, 0 <= p < Ho)
 
 
 # ------------------------------------------------------------------------------------- output pass

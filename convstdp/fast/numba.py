@@ -75,6 +75,12 @@ def _c(a: Any, dt: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dt)
 
 
+def _offsets(stride: tuple[int, int], padding: Pads) -> dict[str, int]:
+    """The kernels' geometry keywords: strides ``sh``, ``sw`` and the leading pads ``lo_h``, ``lo_w``
+    (the trailing pads only fix the output size, which the arrays already have)."""
+    return {"sh": stride[0], "sw": stride[1], "lo_h": padding[0][0], "lo_w": padding[1][0]}
+
+
 # dK partial sums: at most this many chunks (a constant, so results never depend on threads).
 MAX_CHUNKS = 32
 
@@ -332,10 +338,7 @@ class NumbaBackend:
                 grp=grp,
                 tiles=tiles,
                 chunks=chunks,
-                sh=stride[0],
-                sw=stride[1],
-                lo_h=padding[0][0],
-                lo_w=padding[1][0],
+                **_offsets(stride, padding),
                 tgt=tgt,
                 do_y=kernel is not None,
                 do_1=t1 is not None,
@@ -360,10 +363,7 @@ class NumbaBackend:
                 chunks=self._kd.chunks_of(-(-n * h * w // rows)),
                 kh=kh,
                 kw=kw,
-                sh=stride[0],
-                sw=stride[1],
-                lo_h=padding[0][0],
-                lo_w=padding[1][0],
+                **_offsets(stride, padding),
                 par=par,
             )
 
@@ -411,8 +411,7 @@ class NumbaBackend:
         with self._schedule(par):
             offs, ent = self._k.row_lists(x, _list_buf(x), par)
             self._k.deconv_rows(
-                x=x, offs=offs, ent=ent, k=kernel, y=y, sh=stride[0], sw=stride[1],
-                lo_h=padding[0][0], lo_w=padding[1][0], par=par,
+                x=x, offs=offs, ent=ent, k=kernel, y=y, **_offsets(stride, padding), par=par,
             )  # fmt: skip
         return y
 
@@ -435,8 +434,7 @@ class NumbaBackend:
         with self._schedule(par):
             offs, ent = self._k.row_lists(d_out, _list_buf(d_out), par)
             self._k.dx_rows(
-                k=kernel, d=d_out, offs=offs, ent=ent, dx=dx, sh=stride[0], sw=stride[1],
-                lo_h=padding[0][0], lo_w=padding[1][0], par=par,
+                k=kernel, d=d_out, offs=offs, ent=ent, dx=dx, **_offsets(stride, padding), par=par,
             )  # fmt: skip
         return dx
 
@@ -469,7 +467,7 @@ class NumbaBackend:
         k.dk_core(
             x1=x1, d1=d1, d1_offs=d1_offs, d1_ent=d1_ent, x2=x2, d2=d2, x2_offs=x2_offs, x2_ent=x2_ent,
             w_in=w_in, w_out=w_new, dw=dw, buf=_acc_buf(chunks, w_in.shape, stride[1], dt),
-            sh=stride[0], sw=stride[1], lo_h=padding[0][0], lo_w=padding[1][0], chunks=chunks,
+            **_offsets(stride, padding), chunks=chunks,
             tgt=p.pretrace_target, use1=use1, use2=use2, s1=s1, s2=s2, eta=p.eta, w_decay=p.w_decay,
             w_bound=p.w_bound, par=par,
         )  # fmt: skip
@@ -618,7 +616,7 @@ class NumbaBackend:
                 y=y, w_out=w_new, dw=dw, dx=dx,
                 x_buf=_EMPTY_LIST if x_is_pre else _list_buf(x), pre_buf=_list_buf(pre_spike),
                 post_buf=_list_buf(post_spike), acc_buf=_acc_buf(chunks, kernel.shape, stride[1], dt),
-                x_is_pre=x_is_pre, sh=stride[0], sw=stride[1], lo_h=padding[0][0], lo_w=padding[1][0],
+                x_is_pre=x_is_pre, **_offsets(stride, padding),
                 chunks=chunks, params=params, par=par,
             )  # fmt: skip
         return y, w_new, dw, dx
