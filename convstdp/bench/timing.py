@@ -44,9 +44,15 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        st = cls(min_sample_s=0.0005, warmup_s=0.0, min_repeats=3, max_repeats=3, slow_s=0.25)
-        st.budget_s = st.spec_budget_s = 0.0
-        return st
+        return cls(
+            min_sample_s=0.0005,
+            warmup_s=0.0,
+            min_repeats=3,
+            max_repeats=3,
+            budget_s=0.0,
+            spec_budget_s=0.0,
+            slow_s=0.25,
+        )
 
 
 @dataclass

@@ -3,13 +3,13 @@ the Markdown report (which adds the verdict, the policy, the departures and the 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,19 @@ def summarize(runs: Sequence[BackendRun]) -> list[SummaryRow]:
     return rows
 
 
+def head(schema: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """What every conformance record opens with: ``schema``, ``schema_version``, ``created`` (UTC),
+    ``command`` (``argv``, default ``sys.argv``) and the ``environment`` it ran in."""
+    env = environment.collect()
+    return {
+        "schema": schema,
+        "schema_version": SCHEMA_VERSION,
+        "created": env["date_utc"],
+        "command": list(sys.argv if argv is None else argv),
+        "environment": env,
+    }
+
+
 def to_json(
     runs: Sequence[BackendRun],
     cases: Sequence[Case],
@@ -108,13 +121,9 @@ def to_json(
     backends.update({name: {"status": "unavailable", "reason": why} for name, why in (unavailable or {}).items()})
     failed = any(br.failed for br in runs) or bool(problems)
     return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": list(sys.argv if argv is None else argv),
+        **head(SCHEMA, argv),
         "grid": grid,
         "seed": seed,
-        "environment": environment.collect(),
         "tolerance": {
             "model": "bound = c * u * scale + tiny per element, scale = sqrt(n (S^2/3 + 2 R^2)) + R + |S| "
             "(n non-zero terms, S the reference value, R = sqrt(sum of squared terms)); composed for STDP",
@@ -274,8 +283,8 @@ def _paths(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt: st
     return [table(["backend", "path", "cases", ""], rows, fmt)] if rows else []
 
 
-def _failures(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt: str) -> list[str]:
-    failures, most = [r for br in runs for r in br.results if r.failed], doc["max_failures"]
+def _failures(doc: dict, runs: Sequence[BackendRun], cases: Sequence[Case], fmt: str, most: int = 20) -> list[str]:
+    failures = [r for br in runs for r in br.results if r.failed]
     lines = [f"- {r.message()}" for r in failures[:most]] or (["None."] if fmt == "md" else [])
     if len(failures) > most:
         lines.append(f"- ... and {len(failures) - most} more (the JSON record has them all)")
@@ -329,7 +338,7 @@ def render(
         ("Worst error/bound by size tier (cases)", _tiers),
         ("Timing", _timing),
         ("Path coverage (cases that exercised each internal path)", _paths),
-        (f"Failures ({sum(len(br.failed) for br in runs)})", _failures),
+        (f"Failures ({sum(len(br.failed) for br in runs)})", partial(_failures, most=max_failures)),
         ("Grid problems and skipped backends", _problems),
         (
             f"Self-test: caught {st.get('caught')}/{st.get('total')} on {st.get('cases')} cases ({st.get('required')})",
@@ -341,7 +350,7 @@ def render(
         sections += [("Environment", _environment)]
     out = _header(doc, runs, cases) if fmt == "md" else []
     for title, part in sections:
-        body = part({**doc, "max_failures": max_failures}, runs, cases, fmt)
+        body = part(doc, runs, cases, fmt)
         if body:
             out += ["", f"## {title}" if fmt == "md" else f"{title}:", "", *body]
     return "\n".join(out).strip("\n") + "\n"

@@ -275,15 +275,10 @@ def to_json(
 ) -> dict[str, Any]:
     """The run as one JSON-able dict (schema ``convstdp.conformance.trajectory`` version 1); the CLI
     adds ``grid_problems`` and ``skipped`` (unavailable backends and why)."""
-    import datetime as _dt
-
-    from convstdp import environment
+    from convstdp.conformance.report import head
 
     return {
-        "schema": "convstdp.conformance.trajectory",
-        "schema_version": 1,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": list(argv),
+        **head("convstdp.conformance.trajectory", argv),
         "case": case.to_dict(),
         "steps": steps,
         "seed": seed,
@@ -291,7 +286,6 @@ def to_json(
         "bound": "E_{t+1} = |1 - w_decay| E_t + B_t (single-call W' bound at the backend's state) + float64 share; "
         "y, dX carry E_t through deconv2d(|x|, .), dX(., |post|); dW: its single-call bound",
         "policy": {k: tol.POLICY[k].to_dict() for k in ("float32", "float64")},
-        "environment": environment.collect(),
         "runs": [t.to_dict() for t in runs],
         "self_test": self_test_doc,
         "ok": all(t.ok for t in runs) and (self_test_doc is None or self_test_doc["ok"]),
